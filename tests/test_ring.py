@@ -1,0 +1,233 @@
+"""The ring buffer: births, completions, depth changes, rebuilds, CFG forwards, identity."""
+
+import pytest
+import torch
+
+from demon_nb.engine.identity import max_abs_diff
+from demon_nb.engine.request import Condition, Request
+from demon_nb.engine.ring import Ring
+from demon_nb.models.analytic import AnalyticDenoiser
+
+T, C = 16, 4
+
+
+class Counting:
+    """Wraps a denoiser and records the batch size of every forward."""
+
+    def __init__(self, inner):
+        self.inner, self.channels, self.calls = inner, inner.channels, []
+
+    def velocity(self, x, t, cond):
+        self.calls.append(x.shape[0])
+        return self.inner.velocity(x, t, cond)
+
+    def collate(self, conds, contexts):
+        return self.inner.collate(conds, contexts)
+
+    def unconditional(self):
+        return self.inner.unconditional()
+
+
+@pytest.fixture
+def denoiser():
+    return AnalyticDenoiser(channels=C, labels=3)
+
+
+def make_ring(denoiser, **kw):
+    return Ring(denoiser, frames=T, channels=C, **({"depth": 4, "steps": 8} | kw))
+
+
+def drain(ring, ticks=100):
+    out = []
+    for _ in range(ticks):
+        out += ring.tick()
+    return out
+
+
+def test_completion_returned_in_the_tick_it_finished(denoiser):
+    ring = make_ring(denoiser, depth=1)
+    ring.submit(Request(cond=0, seed=1))
+    results = [ring.tick() for _ in range(8)]
+    assert [len(r) for r in results] == [0] * 7 + [1]
+    done = results[-1][0]
+    assert done.finished_tick - done.born_tick == 7 and done.latent.shape == (T, C)
+
+
+def test_several_slots_can_finish_in_one_tick(denoiser):
+    ring = make_ring(denoiser, stagger=False)
+    for k in range(4):
+        ring.submit(Request(cond=k % 3, seed=k, tag=k))
+    results = [ring.tick() for _ in range(8)]
+    assert sorted(c.tag for c in results[-1]) == [0, 1, 2, 3]
+
+
+def test_staggered_steady_state_gives_depth_over_steps_per_tick(denoiser):
+    ring = make_ring(denoiser)
+    births = iter(range(10**6))
+    ring.feed = lambda: Request(cond=0, seed=next(births))
+    counts = [len(ring.tick()) for _ in range(64)]
+    assert sum(counts[32:]) == 16  # D / S = 0.5 per tick
+    assert max(counts[32:]) == 1
+
+
+def test_one_positive_and_at_most_one_negative_forward_per_tick(denoiser):
+    counting = Counting(denoiser)
+    ring = make_ring(counting, stagger=False)
+    modes = ["none", "full", "residual-initialize", "residual-self"]
+    for k, mode in enumerate(modes):
+        ring.submit(Request(cond=k % 3, seed=k, cfg_mode=mode))
+    ring.state.set("guidance_scale", 2.0)
+    calls_per_tick = []
+    for _ in range(8):
+        before = len(counting.calls)
+        ring.tick()
+        calls_per_tick.append(counting.calls[before:])
+    assert calls_per_tick[0] == [4, 2]  # positive rows; negatives: full + residual-initialize (step 0)
+    assert all(calls == [4, 1] for calls in calls_per_tick[1:])  # only "full" needs the negative row later
+
+
+def test_cfg_modes_change_the_result_and_residual_self_costs_nothing(denoiser):
+    latents = {}
+    for mode in ("none", "full", "residual-initialize", "residual-self"):
+        counting = Counting(denoiser)
+        ring = make_ring(counting, depth=1)
+        ring.state.set("guidance_scale", 3.0)
+        ring.submit(Request(cond=1, seed=5, cfg_mode=mode))
+        latents[mode] = drain(ring, 8)[0].latent
+        if mode in ("none", "residual-self"):
+            assert counting.calls == [1] * 8
+    for a in latents:
+        for b in latents:
+            if a < b:
+                assert not torch.equal(latents[a], latents[b]), (a, b)
+
+
+def test_multi_condition_step_ranges_add_rows_only_while_active(denoiser):
+    counting = Counting(denoiser)
+    ring = make_ring(counting, depth=1)
+    ring.submit(Request(cond=0, seed=1, conditions=(Condition(cond=2, weight=torch.linspace(0, 1, T), start=0.5, end=1.0),)))
+    drain(ring, 8)
+    assert counting.calls == [1, 1, 1, 1, 2, 2, 2, 2]
+
+
+def test_per_slot_schedules_survive_a_denoise_change(denoiser):
+    ring = make_ring(denoiser)
+    source = torch.randn(T, C)
+    denoise = {"value": 1.0}
+    births = iter(range(10**6))
+    ring.feed = lambda: Request(cond=0, seed=next(births), source=source, denoise=denoise["value"])
+    drain(ring, 20)
+    in_flight_before = ring.in_flight
+    denoise["value"] = 0.5
+    ring.tick()
+    assert ring.discarded == 0 and ring.in_flight == 4 and in_flight_before >= 3
+    assert sorted({s.schedule[0] for s in ring.slots if s is not None}) == pytest.approx(sorted({0.75, 1.0}))
+
+
+def test_global_schedule_baseline_flushes_on_denoise_change(denoiser):
+    ring = make_ring(denoiser, mode="global")
+    source = torch.randn(T, C)
+    births = iter(range(10**6))
+    denoise = {"value": 1.0}
+    ring.feed = lambda: Request(cond=0, seed=next(births), source=source, denoise=denoise["value"])
+    drain(ring, 20)
+    denoise["value"] = 0.5
+    drain(ring, 2)
+    assert ring.discarded >= 3
+
+
+def test_queue_drops_oldest(denoiser):
+    ring = make_ring(denoiser, depth=1, queue_size=2)
+    for k in range(4):
+        ring.submit(Request(cond=0, seed=k, tag=k))
+    assert ring.dropped == 2 and [r.tag for r in ring.queue] == [2, 3]
+
+
+def test_shrinking_depth_drains_instead_of_discarding(denoiser):
+    ring = make_ring(denoiser, depth=4)
+    for k in range(4):
+        ring.submit(Request(cond=0, seed=k, tag=k))
+    drain(ring, 7)  # births at 0, 2, 4, 6: all in flight
+    assert ring.in_flight == 4
+    ring.set_depth(1)
+    done = drain(ring, 20)
+    assert sorted(c.tag for c in done) == [0, 1, 2, 3]
+    assert ring.discarded == 0 and len(ring.slots) == 1
+
+
+def test_growing_depth_adds_slots_at_the_next_tick(denoiser):
+    ring = make_ring(denoiser, depth=1)
+    ring.set_depth(3)
+    assert len(ring.slots) == 1  # applied at the tick boundary, not at the write
+    ring.tick()
+    assert len(ring.slots) == 3
+
+
+def test_rebuild_discards_in_flight_and_uses_new_steps(denoiser):
+    ring = make_ring(denoiser)
+    births = iter(range(10**6))
+    ring.feed = lambda: Request(cond=0, seed=next(births))
+    drain(ring, 12)
+    in_flight = ring.in_flight
+    ring.rebuild(steps=4)
+    ring.tick()
+    assert in_flight >= 3 and ring.discarded == in_flight and ring.steps == 4
+    assert all(s is None or s.steps == 4 for s in ring.slots)
+
+
+def test_loop_length_rebuild_resizes_state_curves(denoiser):
+    ring = make_ring(denoiser)
+    ring.state.set("velocity_scale", torch.linspace(0, 1, T))
+    ring.rebuild(frames=2 * T)
+    ring.tick()
+    assert ring.frames == 2 * T and ring.state.snapshot()["velocity_scale"].shape == (1, 2 * T, 1)
+
+
+def test_completion_reports_state_versions(denoiser):
+    ring = make_ring(denoiser, depth=1)
+    ring.submit(Request(cond=0, seed=0))
+    ring.tick()
+    version = ring.state.set("velocity_scale", 1.1)
+    done = drain(ring, 7)[0]
+    assert done.state_versions[0] == 0 and done.state_versions[1:] == (version,) * 7
+    assert done.param_versions["velocity_scale"] == version
+
+
+def test_near_zero_denoise_returns_the_source(denoiser):
+    source = torch.randn(T, C)
+    for solver in ("ode", "sde"):
+        ring = make_ring(denoiser, depth=1)
+        ring.state.set("solver", solver)
+        ring.submit(Request(cond=0, seed=0, source=source, denoise=0.0))
+        assert torch.equal(drain(ring, 8)[0].latent, source)
+
+
+def test_mask_keeps_unmasked_frames(denoiser):
+    source = torch.randn(T, C)
+    mask = torch.zeros(T)
+    mask[T // 2:] = 1.0
+    ring = make_ring(denoiser, depth=1)
+    ring.submit(Request(cond=0, seed=0, source=source, mask=mask))
+    out = drain(ring, 8)[0].latent
+    assert torch.allclose(out[: T // 2], source[: T // 2], atol=1e-5)
+    assert not torch.allclose(out[T // 2:], source[T // 2:], atol=1e-2)
+
+
+@pytest.mark.parametrize("solver, kw", [
+    ("ode", {}),
+    ("sde", {"denoise": 0.7, "with_source": True}),
+    ("sde", {"cfg_mode": "full"}),
+    ("ode", {"cfg_mode": "residual-initialize"}),
+    ("sde", {"cfg_mode": "residual-self", "with_source": True}),
+])
+def test_streaming_equals_one_slot_runs_bit_for_bit(denoiser, solver, kw):
+    source = torch.randn(T, C)
+    with_source = kw.pop("with_source", False)
+
+    def factory(depth):
+        ring = make_ring(denoiser, depth=depth)
+        ring.state.update(solver=solver, source_blend=torch.linspace(0, 1, T), guidance_scale=2.5, ode_noise=0.1)
+        return ring
+
+    requests = [Request(cond=k % 3, seed=10 + k, tag=k, source=source if with_source else None, **kw) for k in range(7)]
+    assert max_abs_diff(factory, requests, depth=4) == 0.0

@@ -48,7 +48,8 @@ def normalize_curve(name: str, value: Any, frames: int, lo: float, hi: float, de
     arr = _as_array(name, value)
     if arr.ndim == 0:
         return normalize_curve(name, float(arr), frames, lo, hi, device, dtype)
-    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.ndim > 1 and sorted(arr.shape)[:-1] == [1] * (arr.ndim - 1):
+        arr = arr.reshape(-1)  # [1, T], [T, 1], [1, T, 1] ...
     if arr.ndim != 1 or arr.shape[0] != frames:
         raise ValueError(f"{name}: expected a scalar or a curve of length {frames} (one value per frame), got shape {tuple(arr.shape)}")
     check_range(name, arr, lo, hi)

@@ -1,0 +1,315 @@
+"""Loop-buffer playback model (pure logic, no widgets).
+
+The browser holds the whole loop as PCM and loops it; the kernel decodes a
+window of each new completion just ahead of the playhead and sends it as a
+``Patch``. This module plans those windows, places patches (splitting at the
+loop end), keeps a kernel-side mirror of the browser's loop buffer (same
+crossfade as the worklet), estimates the lead from measured times, and cleans
+PCM (non-finite samples zeroed, soft limiter keeping output in [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+SAMPLE_RATE = 48_000
+CHANNELS = 2
+
+
+def _positive_int(name: str, value, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero):
+        allowed = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """``pcm [A, N]`` float32 to be placed at ``start_sample`` of the loop.
+
+    ``versions`` are the control versions the audio was rendered under
+    (name -> int); the browser timestamps when each new version is first heard.
+    """
+
+    start_sample: int
+    pcm: np.ndarray
+    versions: dict[str, int] = field(default_factory=dict)
+    completion_id: int = 0
+    created_at: float = 0.0
+
+    def __post_init__(self):
+        _positive_int("start_sample", self.start_sample, allow_zero=True)
+        pcm = np.asarray(self.pcm)
+        if pcm.ndim != 2 or pcm.shape[1] == 0:
+            raise ValueError(f"pcm must have shape [channels, samples] with samples > 0, got {pcm.shape}")
+        if pcm.dtype != np.float32:
+            raise ValueError(f"pcm must be float32, got {pcm.dtype}")
+        for name, version in self.versions.items():
+            if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, (int, np.integer)):
+                raise ValueError(f"versions must map str -> int, got {name!r}: {version!r}")
+
+    @property
+    def samples(self) -> int:
+        return int(self.pcm.shape[1])
+
+
+def plan_window(playhead_sample: int, loop_samples: int, lead_samples: int,
+                window_samples: int, hop: int) -> tuple[int, int]:
+    """Latent frame window ``[a, b)`` starting at the first frame at or after
+    ``playhead + lead`` (mod loop). ``0 <= a < T`` and ``a < b <= a + T`` with
+    ``T = loop_samples // hop``; frames ``>= T`` wrap to ``f - T``."""
+    hop = _positive_int("hop", hop)
+    loop_samples = _positive_int("loop_samples", loop_samples)
+    if loop_samples % hop:
+        raise ValueError(f"loop_samples must be a multiple of hop={hop}, got {loop_samples}")
+    playhead_sample = _positive_int("playhead_sample", playhead_sample, allow_zero=True)
+    lead_samples = _positive_int("lead_samples", lead_samples, allow_zero=True)
+    window_samples = _positive_int("window_samples", window_samples)
+    frames = loop_samples // hop
+    a = -(-(playhead_sample + lead_samples) // hop) % frames   # ceil, then wrap
+    n = min(frames, -(-window_samples // hop))
+    return a, a + n
+
+
+def window_frames(a: int, b: int, frames: int) -> np.ndarray:
+    """Frame indices of window ``[a, b)`` on a loop of ``frames`` (wrapped)."""
+    return np.arange(a, b) % frames
+
+
+def place(start_sample: int, samples: int, loop_samples: int) -> list[tuple[int, int, int]]:
+    """Segments ``(loop_start, patch_offset, length)`` of a patch on the loop;
+    a patch crossing the loop end is split in two."""
+    loop_samples = _positive_int("loop_samples", loop_samples)
+    samples = _positive_int("samples", samples)
+    if samples > loop_samples:
+        raise ValueError(f"patch samples must be <= loop_samples={loop_samples}, got {samples}")
+    start = _positive_int("start_sample", start_sample, allow_zero=True) % loop_samples
+    first = min(samples, loop_samples - start)
+    segments = [(start, 0, first)]
+    if first < samples:
+        segments.append((0, first, samples - first))
+    return segments
+
+
+def fade_weights(samples: int, fade: int) -> np.ndarray:
+    """Weight of the new PCM per patch sample: ``sin^2`` ramps of ``fade`` samples
+    at both edges (``w(i) = sin^2(pi/2 * (i + 0.5) / fade)``), 1 in between.
+    The worklet uses the same formula: ``out = old * (1 - w) + new * w``."""
+    samples = _positive_int("samples", samples)
+    fade = min(_positive_int("fade", fade, allow_zero=True), samples // 2)
+    w = np.ones(samples, dtype=np.float32)
+    if fade:
+        ramp = np.sin(0.5 * np.pi * (np.arange(fade) + 0.5) / fade) ** 2
+        w[:fade] = ramp
+        w[samples - fade:] = ramp[::-1]
+    return w
+
+
+def fade_samples(sample_rate: int = SAMPLE_RATE, ms: float = 5.0) -> int:
+    """Crossfade length in samples for ``ms`` milliseconds (a few ms)."""
+    if not (0.0 <= ms <= 50.0):
+        raise ValueError(f"fade ms must be in [0, 50], got {ms}")
+    return int(round(_positive_int("sample_rate", sample_rate) * ms / 1000.0))
+
+
+def sanitize(pcm: np.ndarray) -> tuple[np.ndarray, int]:
+    """Float32 copy with NaN/inf replaced by 0, and the count replaced."""
+    out = np.array(pcm, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(out)
+    count = int(bad.sum())
+    if count:
+        out[bad] = 0.0
+    return out, count
+
+
+def soft_limit(pcm: np.ndarray, threshold: float = 0.9) -> tuple[np.ndarray, int]:
+    """Soft limiter: ``|x| <= th`` unchanged, above it
+    ``sign(x) * (th + (1 - th) * tanh((|x| - th) / (1 - th)))`` so the output stays
+    inside [-1, 1] with a continuous slope; returns (out, count limited)."""
+    if not (0.0 < threshold < 1.0):
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    out = np.asarray(pcm, dtype=np.float32).copy()
+    mag = np.abs(out)
+    over = mag > threshold
+    count = int(over.sum())
+    if count:
+        knee = 1.0 - threshold
+        out[over] = np.sign(out[over]) * (threshold + knee * np.tanh((mag[over] - threshold) / knee))
+    return out, count
+
+
+class LeadEstimator:
+    """Adaptive lead: ``quantile`` (p90) of the recent sums tick + decode +
+    transport, plus ``margin_s``, clamped to ``[min_s, max_s]``."""
+
+    def __init__(self, initial_s: float = 0.25, margin_s: float = 0.03, min_s: float = 0.02,
+                 max_s: float = 2.0, quantile: float = 0.9, history: int = 32):
+        if not (0.0 < min_s <= max_s):
+            raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s}, max_s={max_s}")
+        if not (0.0 < quantile <= 1.0):
+            raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+        if margin_s < 0:
+            raise ValueError(f"margin_s must be >= 0, got {margin_s}")
+        self.initial_s, self.margin_s = float(initial_s), float(margin_s)
+        self.min_s, self.max_s, self.quantile = float(min_s), float(max_s), float(quantile)
+        self._sums: deque[float] = deque(maxlen=_positive_int("history", history))
+
+    def observe(self, tick_s: float, decode_s: float, transport_s: float) -> None:
+        parts = {"tick_s": tick_s, "decode_s": decode_s, "transport_s": transport_s}
+        for name, value in parts.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        self._sums.append(float(tick_s + decode_s + transport_s))
+
+    @property
+    def count(self) -> int:
+        return len(self._sums)
+
+    @property
+    def seconds(self) -> float:
+        if not self._sums:
+            base = self.initial_s
+        else:
+            base = float(np.quantile(np.fromiter(self._sums, float), self.quantile)) + self.margin_s
+        return min(self.max_s, max(self.min_s, base))
+
+    def samples(self, sample_rate: int = SAMPLE_RATE) -> int:
+        return int(math.ceil(self.seconds * sample_rate))
+
+
+def extrapolate_playhead(reported: int, reported_at: float, now: float, sample_rate: int,
+                         loop_samples: int, playing: bool) -> int:
+    """Playhead now, from the last report: ``(p + (now - t) * sr) mod L`` while playing."""
+    if not playing:
+        return int(reported) % loop_samples
+    elapsed = max(0.0, now - reported_at)
+    return int(reported + round(elapsed * sample_rate)) % loop_samples
+
+
+class LoopMirror:
+    """Kernel-side copy of the browser's loop buffer ``[A, L]``; applies patches
+    with the worklet's crossfade and tracks which samples have been filled.
+    Samples never filled before take the new PCM as is (no fade from silence)."""
+
+    def __init__(self, loop_samples: int, channels: int = CHANNELS, fade: int = 240):
+        self.loop_samples = _positive_int("loop_samples", loop_samples)
+        self.channels = _positive_int("channels", channels)
+        self.fade = _positive_int("fade", fade, allow_zero=True)
+        self.pcm = np.zeros((self.channels, self.loop_samples), dtype=np.float32)
+        self.filled = np.zeros(self.loop_samples, dtype=bool)
+
+    def apply(self, patch: Patch) -> None:
+        if patch.pcm.shape[0] != self.channels:
+            raise ValueError(f"patch channels must be {self.channels}, got {patch.pcm.shape[0]}")
+        w = fade_weights(patch.samples, self.fade)
+        for loop_start, offset, length in place(patch.start_sample, patch.samples, self.loop_samples):
+            dst = slice(loop_start, loop_start + length)
+            ww = np.where(self.filled[dst], w[offset:offset + length], np.float32(1.0))
+            new = patch.pcm[:, offset:offset + length]
+            self.pcm[:, dst] = self.pcm[:, dst] * (1.0 - ww) + new * ww
+            self.filled[dst] = True
+
+    @property
+    def fill_fraction(self) -> float:
+        return float(self.filled.mean())
+
+    def read(self, start: int, samples: int) -> np.ndarray:
+        """``[A, samples]`` from ``start`` onwards, wrapping around the loop end."""
+        idx = (int(start) + np.arange(_positive_int("samples", samples, allow_zero=True))) % self.loop_samples
+        return self.pcm[:, idx]
+
+    def patches(self, chunk: int, versions: dict[str, int] | None = None) -> Iterator[Patch]:
+        """The whole filled loop as patches (to resend after a page reload)."""
+        chunk = _positive_int("chunk", chunk)
+        for start in range(0, self.loop_samples, chunk):
+            n = min(chunk, self.loop_samples - start)
+            if self.filled[start:start + n].any():
+                yield Patch(start, self.pcm[:, start:start + n].copy(), dict(versions or {}), -1, time.time())
+
+
+class Player:
+    """Plans windows, builds clean patches and mirrors the loop.
+
+    The runner calls ``plan()`` when a completion is ready, decodes frames
+    ``[a, b)`` (wrapped), then ``make_patch(a, pcm, versions, id, decode_s)``,
+    sends it, and reports ``acked(id)`` when the browser confirms it; ``report``
+    feeds the browser's playhead; ``note_tick`` the tick time.
+    """
+
+    def __init__(self, loop_samples: int, hop: int, sample_rate: int = SAMPLE_RATE,
+                 channels: int = CHANNELS, window_s: float = 2.0, fade_ms: float = 5.0,
+                 lead: LeadEstimator | None = None, limiter_threshold: float = 0.9):
+        self.hop = _positive_int("hop", hop)
+        self.loop_samples = _positive_int("loop_samples", loop_samples)
+        if self.loop_samples % self.hop:
+            raise ValueError(f"loop_samples must be a multiple of hop={hop}, got {loop_samples}")
+        self.sample_rate = _positive_int("sample_rate", sample_rate)
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
+        self.window_samples = int(window_s * sample_rate)
+        self.fade = fade_samples(sample_rate, fade_ms)
+        self.mirror = LoopMirror(loop_samples, channels, self.fade)
+        self.lead = lead or LeadEstimator()
+        self.limiter_threshold = limiter_threshold
+        self.nonfinite = 0          # samples zeroed by sanitize
+        self.limited = 0            # samples touched by the limiter
+        self._playhead, self._reported_at, self._playing = 0, time.monotonic(), False
+        self._tick_s = 0.0
+        self._pending: dict[int, tuple[float, float]] = {}   # id -> (sent_at, decode_s)
+
+    @property
+    def frames(self) -> int:
+        return self.loop_samples // self.hop
+
+    def report(self, playhead: int, playing: bool, now: float | None = None) -> None:
+        self._playhead = int(playhead) % self.loop_samples
+        self._playing = bool(playing)
+        self._reported_at = time.monotonic() if now is None else now
+
+    def playhead(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        return extrapolate_playhead(self._playhead, self._reported_at, now, self.sample_rate,
+                                    self.loop_samples, self._playing)
+
+    def note_tick(self, tick_s: float) -> None:
+        self._tick_s = float(tick_s)
+
+    def plan(self, now: float | None = None) -> tuple[int, int]:
+        """Window ahead of the playhead; the whole loop until the mirror is filled."""
+        window = self.window_samples if self.mirror.filled.all() else self.loop_samples
+        return plan_window(self.playhead(now), self.loop_samples, self.lead.samples(self.sample_rate),
+                           window, self.hop)
+
+    def make_patch(self, a: int, pcm: np.ndarray, versions: dict[str, int], completion_id: int,
+                   decode_s: float = 0.0, now: float | None = None) -> Patch:
+        """Sanitize + limit decoded ``pcm [A, N]`` for frame ``a``, mirror it, return the patch."""
+        pcm, bad = sanitize(pcm)
+        pcm, lim = soft_limit(pcm, self.limiter_threshold)
+        self.nonfinite += bad
+        self.limited += lim
+        patch = Patch(int(a) * self.hop % self.loop_samples, pcm, dict(versions), int(completion_id),
+                      time.time() if now is None else now)
+        self.mirror.apply(patch)
+        self._pending[patch.completion_id] = (time.monotonic(), float(decode_s))
+        while len(self._pending) > 64:
+            self._pending.pop(next(iter(self._pending)))
+        return patch
+
+    def acked(self, completion_id: int, now: float | None = None) -> float | None:
+        """The browser applied patch ``completion_id``: feed the lead estimator;
+        returns the measured transport seconds (round trip), or None if unknown."""
+        entry = self._pending.pop(int(completion_id), None)
+        if entry is None:
+            return None
+        sent_at, decode_s = entry
+        transport = max(0.0, (time.monotonic() if now is None else now) - sent_at)
+        self.lead.observe(self._tick_s, decode_s, transport)
+        return transport

@@ -1,0 +1,232 @@
+"""The runner: the tick loop on its own thread, an asyncio facade for cells.
+
+A background task on the kernel's asyncio loop would stall whenever a cell
+blocks, so ticks run on a thread. Each tick's newest completion is decoded in a
+window just ahead of the playhead (windowed decode) and published as a patch to
+every listener (the audio widget) and to async consumers:
+
+    runner = Runner(load("mini")); runner.start()
+    latent = (await runner.completion()).latent
+    async for patch in runner.patches(): ...
+
+Control writes from any thread go through ``runner.set(name, value)`` (see
+``controls.py``). An exception inside a tick is recorded (``runner.errors``,
+``on_error`` listeners) and the loop goes on with the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+import numpy as np
+import torch
+
+from ..engine.decode import decode_window
+from ..engine.ring import Completion, Ring
+from .controls import Controls
+from .player import Patch, Player
+
+
+@dataclass(frozen=True)
+class TickError:
+    tick: int
+    message: str
+    traceback: str
+    at: float
+
+
+class Runner:
+    def __init__(self, model, *, depth: int = 4, steps: int | None = None, shift: float | None = None,
+                 device="cpu", dtype=torch.float32, window_s: float = 1.0, prompt: str = "", seed: int = 0,
+                 max_ticks_per_s: float | None = None):
+        d = model.defaults
+        self.model = model
+        self.ring = Ring(model.denoiser, frames=model.frames, channels=model.denoiser.channels, depth=depth,
+                         steps=steps or d.get("steps", 8), shift=shift or d.get("shift", 3.0), device=device, dtype=dtype)
+        if "guidance_scale" in d:
+            self.ring.state.set("guidance_scale", d["guidance_scale"])
+        self.controls = Controls(self.ring, model.text_encoder.encode, prompt=prompt, seed=seed,
+                                 cfg_mode=d.get("cfg_mode", "none"))
+        self.ring.feed = self.controls.request
+        codec = model.codec
+        self.player = Player(model.frames * codec.hop, codec.hop, codec.sample_rate, codec.audio_channels, window_s=window_s)
+        self.max_ticks_per_s = max_ticks_per_s
+        self.tick_ms: deque[float] = deque(maxlen=256)
+        self.decode_ms: deque[float] = deque(maxlen=256)
+        self.completion_times: deque[float] = deque(maxlen=256)
+        self.errors: deque[TickError] = deque(maxlen=32)
+        self.completions = 0
+        self.last_tick_started = time.perf_counter()
+        self.last_completion: Completion | None = None
+        self._listeners: list[Callable[[Patch], None]] = []
+        self._error_listeners: list[Callable[[TickError], None]] = []
+        self._consumers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue, str]] = []
+        self._consumers_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._running = threading.Event()  # set = ticking, clear = paused
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> "Runner":
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._running.set()
+            self._thread = threading.Thread(target=self._loop, name="demon-tick", daemon=True)
+            self._thread.start()
+        else:
+            self._running.set()
+        return self
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._running.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    # -- control ----------------------------------------------------------------------------
+    def set(self, name: str, value: Any) -> int:
+        """Write a control from any thread; ValueError (naming it) if the value is not allowed."""
+        return self.controls.set(name, value)
+
+    def on_patch(self, callback: Callable[[Patch], None]) -> None:
+        self._listeners.append(callback)
+
+    def on_error(self, callback: Callable[[TickError], None]) -> None:
+        self._error_listeners.append(callback)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while not self._stop.is_set():
+            if not self._running.wait(timeout=0.1):
+                continue
+            started = time.perf_counter()
+            self.step()
+            if self.max_ticks_per_s:
+                remaining = 1.0 / self.max_ticks_per_s - (time.perf_counter() - started)
+                if remaining > 0:
+                    self._stop.wait(remaining)
+
+    def step(self) -> list[Completion]:
+        """One tick, then decode and publish the newest completion. Never raises."""
+        try:
+            with torch.inference_mode():
+                started = self.last_tick_started = time.perf_counter()
+                done = self.ring.tick()
+                tick_s = time.perf_counter() - started
+                self.tick_ms.append(tick_s * 1e3)
+                self.player.note_tick(tick_s)
+                if done:
+                    self.completions += len(done)
+                    now = time.monotonic()
+                    self.completion_times.extend([now] * len(done))
+                    self.last_completion = done[-1]
+                    self._publish(self._render(done[-1]), done[-1])
+            return done
+        except Exception as exc:  # the instrument keeps playing: record, tell the UI, go on
+            error = TickError(self.ring.tick_count, f"{type(exc).__name__}: {exc}", traceback.format_exc(), time.time())
+            self.errors.append(error)
+            for callback in list(self._error_listeners):
+                _call_quietly(callback, error)
+            return []
+
+    def _render(self, completion: Completion) -> Patch:
+        a, b = self.player.plan()
+        started = time.perf_counter()
+        audio = decode_window(self.model.codec, completion.latent, a, b, loop=True)
+        pcm = (audio.float() * self.controls.gain).cpu().numpy().astype(np.float32, copy=False)
+        decode_s = time.perf_counter() - started
+        self.decode_ms.append(decode_s * 1e3)
+        versions = {"state": completion.state_versions[-1], "submission": completion.request.version}
+        return self.player.make_patch(a, pcm, versions, self.completions, decode_s)
+
+    def _publish(self, patch: Patch, completion: Completion) -> None:
+        for callback in list(self._listeners):
+            _call_quietly(callback, patch)
+        with self._consumers_lock:
+            consumers = list(self._consumers)
+        for loop, queue, kind in consumers:
+            item = completion if kind == "completion" else patch
+            try:
+                loop.call_soon_threadsafe(_put_latest, queue, item)
+            except RuntimeError:  # the consumer's loop is closed
+                self._remove_consumer(queue)
+
+    # -- asyncio facade -------------------------------------------------------------------------
+    async def completion(self) -> Completion:
+        """The next completion (awaits on the caller's event loop; the ring keeps ticking)."""
+        queue = self._add_consumer("completion", 1)
+        try:
+            return await queue.get()
+        finally:
+            self._remove_consumer(queue)
+
+    async def patches(self, maxsize: int = 16) -> AsyncIterator[Patch]:
+        """Every patch from now on (a slow consumer skips the oldest)."""
+        queue = self._add_consumer("patch", maxsize)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._remove_consumer(queue)
+
+    def _add_consumer(self, kind: str, maxsize: int) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(maxsize)
+        with self._consumers_lock:
+            self._consumers.append((asyncio.get_running_loop(), queue, kind))
+        return queue
+
+    def _remove_consumer(self, queue: asyncio.Queue) -> None:
+        with self._consumers_lock:
+            self._consumers = [c for c in self._consumers if c[1] is not queue]
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def metrics(self) -> dict:
+        """tick and decode ms (p50), completions per second (last 5 s), lead ms, errors."""
+        now = time.monotonic()
+        recent = [t for t in self.completion_times if now - t <= 5.0]
+        span = min(5.0, now - recent[0]) if len(recent) > 1 else 0.0
+        return {
+            "tick_ms": _median(self.tick_ms), "decode_ms": _median(self.decode_ms),
+            "completions_per_s": (len(recent) - 1) / span if span > 0 else 0.0,
+            "lead_ms": self.player.lead.seconds * 1e3, "completions": self.completions,
+            "errors": len(self.errors), "depth": self.ring.depth, "steps": self.ring.steps,
+        }
+
+
+def _median(values) -> float:
+    return float(np.median(list(values))) if values else 0.0
+
+
+def _put_latest(queue: asyncio.Queue, item) -> None:
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
+
+
+def _call_quietly(callback, arg) -> None:
+    try:
+        callback(arg)
+    except Exception:
+        traceback.print_exc()

@@ -29,6 +29,7 @@ import torch
 
 from ..engine.decode import decode_window
 from ..engine.ring import Completion, Ring
+from ..engine.state import PARAMS
 from .controls import Controls
 from .player import Patch, Player
 
@@ -49,8 +50,7 @@ class Runner:
         self.model = model
         self.ring = Ring(model.denoiser, frames=model.frames, channels=model.denoiser.channels, depth=depth,
                          steps=steps or d.get("steps", 8), shift=shift or d.get("shift", 3.0), device=device, dtype=dtype)
-        if "guidance_scale" in d:
-            self.ring.state.set("guidance_scale", d["guidance_scale"])
+        self.ring.state.update(**{k: v for k, v in d.items() if k in PARAMS})  # e.g. guidance_scale, solver
         self.controls = Controls(self.ring, model.text_encoder.encode, prompt=prompt, seed=seed,
                                  cfg_mode=d.get("cfg_mode", "none"))
         self.ring.feed = self.controls.request
@@ -141,8 +141,12 @@ class Runner:
                     self.completions += len(done)
                     now = time.monotonic()
                     self.completion_times.extend([now] * len(done))
-                    self.last_completion = done[-1]
-                    self._publish(self._render(done[-1]), done[-1])
+                    newest = done[-1]
+                    if not bool(torch.isfinite(newest.latent).all()):
+                        # stale, never silent: keep playing the last good version
+                        raise FloatingPointError(f"completion {self.completions} is not finite; dropped")
+                    self.last_completion = newest
+                    self._publish(self._render(newest), newest)
             return done
         except Exception as exc:  # the instrument keeps playing: record, tell the UI, go on
             error = TickError(self.ring.tick_count, f"{type(exc).__name__}: {exc}", traceback.format_exc(), time.time())

@@ -1,0 +1,404 @@
+"""Read ACE-Step 1.5 checkpoints from disk into the diffusers classes.
+
+Two layouts are accepted:
+
+* official: ``DIR/acestep-v15-<variant>/{config.json, model.safetensors, silence_latent.pt}``,
+  ``DIR/vae/``, ``DIR/Qwen3-Embedding-0.6B/``. One safetensors file holds every
+  network under the prefixes ``decoder.``, ``encoder.``, ``tokenizer.``,
+  ``detokenizer.`` and the key ``null_condition_emb``; the names are mapped to the
+  diffusers names in memory (``q_proj -> to_q`` ...).
+* diffusers: ``DIR/model_index.json`` with one folder per component.
+
+Weights are read from safetensors only; the one pickle of the official layout,
+``silence_latent.pt``, goes through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+VARIANT_DIRS = {
+    "turbo": "acestep-v15-turbo",
+    "base": "acestep-v15-base",
+    "sft": "acestep-v15-sft",
+    "xl-turbo": "acestep-v15-xl-turbo",
+    "xl-base": "acestep-v15-xl-base",
+    "xl-sft": "acestep-v15-xl-sft",
+}
+TEXT_DIR = "Qwen3-Embedding-0.6B"
+PROGRESS_MIN_BYTES = 32 << 20  # show a bar for files at least this big
+
+# official name fragment -> diffusers name fragment
+ATTENTION_RENAMES = (
+    (".q_proj.", ".to_q."),
+    (".k_proj.", ".to_k."),
+    (".v_proj.", ".to_v."),
+    (".o_proj.", ".to_out.0."),
+    (".q_norm.", ".norm_q."),
+    (".k_norm.", ".norm_k."),
+)
+DECODER_RENAMES = (("proj_in.1.", "proj_in_conv."), ("proj_out.1.", "proj_out_conv."))
+PREFIXES = {"decoder.": "transformer", "encoder.": "condition_encoder",
+            "tokenizer.": "audio_tokenizer", "detokenizer.": "audio_token_detokenizer"}
+
+
+@dataclass
+class Parts:
+    """The loaded networks, on ``device`` in ``dtype`` (tokenizer: a transformers tokenizer)."""
+
+    variant: str
+    transformer: Any
+    condition_encoder: Any
+    vae: Any
+    text_model: Any
+    tokenizer: Any
+    audio_tokenizer: Any = None
+    audio_token_detokenizer: Any = None
+    layout: str = "official"
+
+    @property
+    def silence_latent(self) -> torch.Tensor:
+        """``[T0, C]`` VAE latent of silence (time first)."""
+        return self.condition_encoder.silence_latent[0]
+
+
+def official_to_diffusers(key: str) -> tuple[str, str] | None:
+    """Map one official key to ``(component, diffusers key)``; None for unknown prefixes."""
+    if key == "null_condition_emb":
+        return "condition_encoder", key
+    for prefix, component in PREFIXES.items():
+        if key.startswith(prefix):
+            name = key[len(prefix):]
+            if component == "transformer":
+                for old, new in DECODER_RENAMES:
+                    name = name.replace(old, new)
+            name = "." + name
+            for old, new in ATTENTION_RENAMES:
+                name = name.replace(old, new)
+            return component, name[1:]
+    return None
+
+
+def diffusers_to_official(component: str, key: str) -> str:
+    """Inverse of :func:`official_to_diffusers` (used to write official-layout files)."""
+    if component == "condition_encoder" and key == "null_condition_emb":
+        return key
+    name = "." + key
+    for old, new in ATTENTION_RENAMES:
+        name = name.replace(new, old)
+    name = name[1:]
+    if component == "transformer":
+        for old, new in DECODER_RENAMES:
+            name = name.replace(new, old)
+    prefix = {v: k for k, v in PREFIXES.items()}[component]
+    return prefix + name
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoints: missing {what}: {path}")
+    return path
+
+
+def _refuse_pickle(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        raise ValueError(f"checkpoints: {path} is a torch pickle, not safetensors; "
+                         "pickled weights are never loaded (convert the file to safetensors)")
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of one safetensors file on CPU, with a byte progress bar for big files."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    _require(path, "weights file")
+    _refuse_pickle(path)
+    size = path.stat().st_size
+    out: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f, \
+                tqdm(total=size, unit="B", unit_scale=True, desc=f"loading {path.name}",
+                     disable=size < PROGRESS_MIN_BYTES, leave=False) as bar:
+            for key in f.keys():
+                tensor = f.get_tensor(key)
+                out[key] = tensor
+                bar.update(tensor.numel() * tensor.element_size())
+    except SafetensorError as exc:
+        raise ValueError(f"checkpoints: {path} is not a readable safetensors file ({exc})") from None
+    return out
+
+
+def read_sharded(folder: Path, stem: str) -> dict[str, torch.Tensor]:
+    """``stem.safetensors`` or ``stem.safetensors.index.json`` + shards inside ``folder``."""
+    single = folder / f"{stem}.safetensors"
+    index = folder / f"{stem}.safetensors.index.json"
+    if single.exists():
+        return read_safetensors(single)
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        out: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            out.update(read_safetensors(_require(folder / shard, "weights shard")))
+        return out
+    pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+    hint = f" (found {pickles[0]}: pickled weights are never loaded)" if pickles else ""
+    raise FileNotFoundError(f"checkpoints: missing weights file: {single}{hint}")
+
+
+def read_silence_latent(path: Path) -> torch.Tensor:
+    """``silence_latent.pt`` ``[1, C, T]`` -> ``[1, T, C]``, loaded with ``weights_only=True``."""
+    _require(path, "silence latent")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError and friends: refuse anything but tensors
+        raise ValueError(f"checkpoints: {path} holds more than plain tensors; refused ({exc})") from None
+    if not isinstance(raw, torch.Tensor) or raw.ndim != 3:
+        raise ValueError(f"checkpoints: {path} must hold one [1, C, T] tensor, got "
+                         f"{type(raw).__name__} {tuple(getattr(raw, 'shape', ()))}")
+    return raw.transpose(1, 2).contiguous()
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+               shown_as=None, skip: tuple[str, ...] = ()) -> None:
+    """Raise ValueError naming the first missing, unexpected or mis-shaped key.
+
+    ``shown_as(key)`` gives the name to print (the file's own name for official files).
+    """
+    show = shown_as or (lambda key: key)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in skip}
+    for key, shape in expected.items():
+        shown = show(key)
+        if key not in state:
+            raise ValueError(f"{source}: missing key {shown!r} (the model expects shape {shape})")
+        if tuple(state[key].shape) != shape:
+            raise ValueError(f"{source}: key {shown!r} has shape {tuple(state[key].shape)} "
+                             f"but the model expects {shape}")
+    extra = [k for k in state if k not in expected and k not in skip]
+    if extra:
+        raise ValueError(f"{source}: unexpected key {show(extra[0])!r} "
+                         f"(shape {tuple(state[extra[0]].shape)}); {len(extra)} unexpected in all")
+
+
+def build(cls, config: dict, state: dict[str, torch.Tensor], source: str,
+          shown_as=None, skip: tuple[str, ...] = ()):
+    """Construct ``cls(**config)`` without initializing weights, then load ``state``."""
+    with torch.device("meta"):
+        probe = cls(**config)
+    needs_real = any(m._non_persistent_buffers_set for m in probe.modules())
+    model = cls(**config) if needs_real else probe
+    check_keys(model, state, source, shown_as, skip)
+    model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def _config_kwargs(cls, config: dict) -> dict:
+    """Keep only the constructor arguments of a diffusers class."""
+    import inspect
+
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    return {k: v for k, v in config.items() if k in allowed}
+
+
+def component_configs(cfg: dict) -> dict[str, dict]:
+    """Constructor arguments of the four networks from an official ``config.json``."""
+    from diffusers import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step import (AceStepAudioTokenDetokenizer, AceStepAudioTokenizer,
+                                              AceStepConditionEncoder)
+
+    enc = {
+        "hidden_size": cfg.get("encoder_hidden_size", cfg["hidden_size"]),
+        "intermediate_size": cfg.get("encoder_intermediate_size", cfg["intermediate_size"]),
+        "num_attention_heads": cfg.get("encoder_num_attention_heads", cfg["num_attention_heads"]),
+        "num_key_value_heads": cfg.get("encoder_num_key_value_heads", cfg["num_key_value_heads"]),
+    }
+    pooler_layers = cfg.get("num_attention_pooler_hidden_layers", 2)
+    shared = {k: cfg[k] for k in ("head_dim", "rope_theta", "attention_bias", "attention_dropout",
+                                  "rms_norm_eps", "sliding_window") if k in cfg}
+    transformer = _config_kwargs(AceStepTransformer1DModel, cfg)
+    transformer["encoder_hidden_size"] = enc["hidden_size"]
+    transformer["is_turbo"] = bool(cfg.get("is_turbo", False))
+    condition = _config_kwargs(AceStepConditionEncoder, {**cfg, **enc})
+    condition.pop("layer_types", None)
+    semantic = {**shared, **enc, "audio_acoustic_hidden_dim": cfg["audio_acoustic_hidden_dim"],
+                "pool_window_size": cfg.get("pool_window_size", 5),
+                "num_attention_pooler_hidden_layers": pooler_layers,
+                "layer_types": list(cfg["layer_types"][:pooler_layers]) if "layer_types" in cfg else None}
+    tokenizer = _config_kwargs(AceStepAudioTokenizer, {
+        **semantic, "fsq_dim": cfg.get("fsq_dim", enc["hidden_size"]),
+        "fsq_input_levels": cfg.get("fsq_input_levels", [8, 8, 8, 5, 5, 5]),
+        "fsq_input_num_quantizers": cfg.get("fsq_input_num_quantizers", 1)})
+    detokenizer = _config_kwargs(AceStepAudioTokenDetokenizer, semantic)
+    return {"transformer": transformer, "condition_encoder": condition,
+            "audio_tokenizer": tokenizer, "audio_token_detokenizer": detokenizer}
+
+
+def _classes() -> dict[str, type]:
+    from diffusers import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step import (AceStepAudioTokenDetokenizer, AceStepAudioTokenizer,
+                                              AceStepConditionEncoder)
+
+    return {"transformer": AceStepTransformer1DModel, "condition_encoder": AceStepConditionEncoder,
+            "audio_tokenizer": AceStepAudioTokenizer, "audio_token_detokenizer": AceStepAudioTokenDetokenizer}
+
+
+def _with_silence(encoder, silence: torch.Tensor):
+    """Replace the condition encoder's ``silence_latent`` buffer (``[1, T, C]``, any T)."""
+    encoder.register_buffer("silence_latent", silence.to(torch.float32).contiguous(), persistent=True)
+    return encoder
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def detect_layout(root: Path) -> str:
+    if (root / "model_index.json").exists():
+        return "diffusers"
+    if any((root / d).is_dir() for d in VARIANT_DIRS.values()):
+        return "official"
+    raise FileNotFoundError(
+        f"checkpoints: {root} is neither an official ACE-Step folder (expected one of "
+        f"{sorted(VARIANT_DIRS.values())} inside it) nor a diffusers folder (missing model_index.json)")
+
+
+def check_variant(variant: str | None) -> None:
+    if variant is not None and variant not in VARIANT_DIRS:
+        raise ValueError(f"variant: unsupported variant {variant!r}; expected one of {sorted(VARIANT_DIRS)}")
+
+
+def load_parts(checkpoints, variant: str | None = None) -> Parts:
+    """Load every network on CPU in fp32 (the caller moves them)."""
+    check_variant(variant)
+    if checkpoints is None:
+        raise ValueError("checkpoints: a folder with ACE-Step 1.5 checkpoints is required")
+    root = Path(os.path.expanduser(str(checkpoints)))
+    _require(root, "checkpoint folder")
+    by_folder = {d: k for k, d in VARIANT_DIRS.items()}
+    if root.name in by_folder and (root / "silence_latent.pt").exists():  # pointed at the variant folder
+        if variant is not None and variant != by_folder[root.name]:
+            raise ValueError(f"variant: {root} is the {by_folder[root.name]!r} folder, not {variant!r}")
+        root, variant = root.parent, by_folder[root.name]
+    if detect_layout(root) == "diffusers":
+        return _load_diffusers(root, variant)
+    if variant is None:  # turbo when present, else the only variant there
+        present = [k for k, d in VARIANT_DIRS.items() if (root / d).is_dir()]
+        variant = "turbo" if "turbo" in present or len(present) != 1 else present[0]
+    return _load_official(root, variant)
+
+
+def _load_text(folder: Path, tokenizer_folder: Path):
+    """Qwen3 text model and its tokenizer (no remote code)."""
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+
+    config = json.loads(_require(folder / "config.json", "text encoder config").read_text())
+    if config.get("model_type") != "qwen3":
+        raise ValueError(f"checkpoints: {folder} holds model_type {config.get('model_type')!r}; expected 'qwen3'")
+    if not any(folder.glob("*.safetensors")):
+        read_sharded(folder, "model")  # raises, naming the missing file
+    model = Qwen3Model.from_pretrained(str(folder), config=Qwen3Config.from_pretrained(str(folder)),
+                                       use_safetensors=True, torch_dtype=torch.float32, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder), local_files_only=True)
+    return model.eval().requires_grad_(False), tokenizer
+
+
+def _load_vae(folder: Path):
+    from diffusers import AutoencoderOobleck
+
+    _require(folder / "config.json", "VAE config")
+    if not any(folder.glob("*.safetensors")):
+        read_sharded(folder, "diffusion_pytorch_model")  # raises, naming the missing file
+    vae = AutoencoderOobleck.from_pretrained(str(folder), use_safetensors=True, torch_dtype=torch.float32,
+                                             low_cpu_mem_usage=False, local_files_only=True)
+    return vae.eval().requires_grad_(False)
+
+
+def _load_official(root: Path, variant: str) -> Parts:
+    folder = root / VARIANT_DIRS[variant]
+    if not folder.is_dir():
+        present = sorted(k for k, d in VARIANT_DIRS.items() if (root / d).is_dir())
+        raise FileNotFoundError(f"checkpoints: missing variant folder {folder} (variant {variant!r}); "
+                                f"this folder has variants {present}")
+    cfg = json.loads(_require(folder / "config.json", "model config").read_text())
+    state = read_sharded(folder, "model")
+    silence = read_silence_latent(folder / "silence_latent.pt")
+    split: dict[str, dict[str, torch.Tensor]] = {name: {} for name in PREFIXES.values()}
+    for key, tensor in state.items():
+        mapped = official_to_diffusers(key)
+        if mapped is None:
+            raise ValueError(f"checkpoints: {folder / 'model.safetensors'}: unexpected key {key!r} "
+                             f"(expected prefixes {sorted(PREFIXES)} or 'null_condition_emb')")
+        component, name = mapped
+        split[component][name] = tensor
+    configs = component_configs(cfg)
+    classes = _classes()
+    source = str(folder / "model.safetensors")
+    nets = {}
+    for component in ("transformer", "condition_encoder", "audio_tokenizer", "audio_token_detokenizer"):
+        if component.startswith("audio_") and not split[component]:
+            nets[component] = None  # semantic hints are optional
+            continue
+        skip = ("silence_latent",) if component == "condition_encoder" else ()
+        nets[component] = build(classes[component], configs[component], split[component], source,
+                                lambda key, c=component: diffusers_to_official(c, key), skip)
+    _with_silence(nets["condition_encoder"], silence)
+    vae = _load_vae(_require(root / "vae", "VAE folder"))
+    text_folder = _require(root / TEXT_DIR, "text encoder folder")
+    text_model, tokenizer = _load_text(text_folder, text_folder)
+    return Parts(variant, nets["transformer"], nets["condition_encoder"], vae, text_model, tokenizer,
+                 nets["audio_tokenizer"], nets["audio_token_detokenizer"], layout="official")
+
+
+def _variant_of(transformer_config: dict) -> str:
+    version = transformer_config.get("model_version")
+    if version in VARIANT_DIRS:
+        return version
+    return "turbo" if transformer_config.get("is_turbo") else "base"
+
+
+def _load_diffusers(root: Path, variant: str | None) -> Parts:
+    index = json.loads((root / "model_index.json").read_text())
+    classes = _classes()
+    nets = {}
+    for component, cls in classes.items():
+        folder = root / component
+        if component.startswith("audio_") and (index.get(component) in (None, [None, None]) or not folder.exists()):
+            nets[component] = None
+            continue
+        cfg = json.loads(_require(folder / "config.json", f"{component} config").read_text())
+        state = read_sharded(folder, "diffusion_pytorch_model")
+        source = str(folder)
+        kwargs = _config_kwargs(cls, cfg)
+        skip = ("silence_latent",) if component == "condition_encoder" else ()
+        nets[component] = build(cls, kwargs, state, source, None, skip)
+        if component == "condition_encoder":
+            if "silence_latent" not in state:
+                raise ValueError(f"{source}: missing key 'silence_latent' (the VAE latent of silence)")
+            _with_silence(nets[component], state["silence_latent"])
+    found = _variant_of(dict(nets["transformer"].config))
+    if variant is not None and variant != found:
+        raise ValueError(f"variant: {root} holds a {found!r} checkpoint, not {variant!r}")
+    vae = _load_vae(_require(root / "vae", "VAE folder"))
+    text_model, tokenizer = _load_text(_require(root / "text_encoder", "text encoder folder"),
+                                       _require(root / "tokenizer", "tokenizer folder"))
+    return Parts(found, nets["transformer"], nets["condition_encoder"], vae, text_model, tokenizer,
+                 nets["audio_tokenizer"], nets["audio_token_detokenizer"], layout="diffusers")
+
+
+def frames_for(seconds: float, sample_rate: int = 48000, hop: int = 1920) -> int:
+    """Latent frames for a duration, as the pipeline counts them: ``ceil(seconds * sr / hop)``."""
+    return int(math.ceil(seconds * sample_rate / hop - 1e-9))

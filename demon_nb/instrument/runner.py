@@ -207,16 +207,33 @@ class Runner:
 
     # -- metrics ---------------------------------------------------------------------------------
     def metrics(self) -> dict:
-        """tick and decode ms (p50), completions per second (last 5 s), lead ms, errors."""
+        """tick and decode ms (p50), completions per second (last 5 s), lead ms, errors, warning."""
         now = time.monotonic()
         recent = [t for t in self.completion_times if now - t <= 5.0]
         span = min(5.0, now - recent[0]) if len(recent) > 1 else 0.0
-        return {
+        result = {
             "tick_ms": _median(self.tick_ms), "decode_ms": _median(self.decode_ms),
             "completions_per_s": (len(recent) - 1) / span if span > 0 else 0.0,
             "lead_ms": self.player.lead.seconds * 1e3, "completions": self.completions,
             "errors": len(self.errors), "depth": self.ring.depth, "steps": self.ring.steps,
         }
+        result["warning"] = realtime_warning(result["tick_ms"], result["decode_ms"], self.ring.steps, len(self.tick_ms))
+        return result
+
+
+# A step-class change is heard after about one tick plus one decode; past this it stops feeling live.
+REALTIME_BUDGET_MS = 250.0
+
+
+def realtime_warning(tick_ms: float, decode_ms: float, steps: int, samples: int) -> str | None:
+    """A message when this hardware cannot play the model in real time, else None."""
+    if samples < 8:
+        return None
+    if tick_ms + decode_ms > REALTIME_BUDGET_MS:
+        return (f"This machine is too slow for live play with this model: a tick takes {tick_ms:.0f} ms and a decode "
+                f"{decode_ms:.0f} ms (budget {REALTIME_BUDGET_MS:.0f} ms), so every change takes about "
+                f"{(tick_ms * steps + decode_ms) / 1e3:.1f} s to settle. Lower the depth or the loop length, or use a GPU.")
+    return None
 
 
 def _median(values) -> float:

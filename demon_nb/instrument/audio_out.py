@@ -1,0 +1,195 @@
+"""``AudioOut``: the browser's loop buffer as an anywidget.
+
+The front end (``widgets/audio_out.js``) builds one AudioContext and one
+AudioWorklet loop buffer per widget model and says ``ready`` (with its sample
+rate) once it can take patches, again after a page reload. ``send_patch``
+ships a ``Patch`` as one binary buffer (channel-planar float32 or int16) and
+may be called from any thread. The browser reports about 10 times a second;
+the reports land in the kernel-side traitlets ``playhead``, ``heard_versions``,
+``heard_at``, ``silent_samples``, ... (not synced back to the browser).
+Control-to-ear latency of a control write at epoch time ``w`` that bumped
+version ``v``: ``heard_at[name] - w`` once ``heard_versions[name] >= v``
+(kernel and browser on one machine's clock).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from importlib.resources import files
+from typing import Callable
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from .player import Patch, Player, fade_samples
+
+DTYPES = ("float32", "int16")
+
+
+def _asset(name: str) -> str:
+    return (files("demon_nb.widgets") / name).read_text(encoding="utf-8")
+
+
+def encode_pcm(pcm: np.ndarray, dtype: str = "float32") -> bytes:
+    """Channel-planar bytes of ``pcm [A, N]``: float32, or int16 = round(x * 32767)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    pcm = np.asarray(pcm, dtype=np.float32)
+    if dtype == "int16":
+        return np.round(np.clip(pcm, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return np.ascontiguousarray(pcm, dtype="<f4").tobytes()
+
+
+class AudioOut(anywidget.AnyWidget):
+    """``AudioOut(sample_rate=48000, channels=2, loop_samples=...)``."""
+
+    _esm = t.Unicode(_asset("audio_out.js")).tag(sync=True)
+    _worklet = t.Unicode(_asset("audio_worklet.js")).tag(sync=True)
+    _uid = t.Unicode().tag(sync=True)
+    sample_rate = t.Int(48_000).tag(sync=True)
+    channels = t.Int(2).tag(sync=True)
+    loop_samples = t.Int(480_000).tag(sync=True)
+    playing = t.Bool(True).tag(sync=True)
+    volume = t.Float(0.8).tag(sync=True)
+
+    # reported by the browser (kernel side only)
+    ready = t.Bool(False)
+    ready_events = t.Int(0)             # first load + one per page reload
+    browser_sample_rate = t.Int(0)
+    playhead = t.Int(0)
+    rendered_samples = t.Int(0)
+    silent_samples = t.Int(0)
+    skipped = t.Int(0)
+    frame_gaps = t.Int(0)
+    fill = t.Float(0.0)
+    rms = t.Float(0.0)
+    peak = t.Float(0.0)
+    patches_applied = t.Int(0)
+    heard_versions = t.Dict()
+    heard_at = t.Dict()                 # name -> epoch s the first sample reached the speakers
+    heard_ctx_time = t.Dict()           # name -> AudioContext time of that sample
+    error = t.Unicode("")
+
+    def __init__(self, sample_rate: int = 48_000, channels: int = 2, loop_samples: int = 480_000,
+                 fade_ms: float = 5.0, dtype: str = "float32", **kwargs):
+        for name, value in (("sample_rate", sample_rate), ("channels", channels), ("loop_samples", loop_samples)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be an int > 0, got {value!r}")
+        if channels > 8:
+            raise ValueError(f"channels must be <= 8, got {channels}")
+        if not (8_000 <= sample_rate <= 192_000):
+            raise ValueError(f"sample_rate must be in [8000, 192000] (AudioContext range), got {sample_rate}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        volume = kwargs.get("volume", 0.8)
+        if not (0.0 <= volume <= 1.0):
+            raise ValueError(f"volume must be in [0, 1], got {volume}")
+        self.fade = fade_samples(sample_rate, fade_ms)
+        self.dtype = dtype
+        self._lock = threading.Lock()
+        self._ready_callbacks: list[Callable[[int], None]] = []
+        self._status_callbacks: list[Callable[[dict], None]] = []
+        self._ack_callbacks: list[Callable[[int], None]] = []
+        self.reported_at = time.monotonic()
+        self.patches_sent = 0
+        super().__init__(sample_rate=sample_rate, channels=channels, loop_samples=loop_samples,
+                         _uid=uuid.uuid4().hex, **kwargs)
+        self.on_msg(self._on_custom_msg)
+
+    # --- kernel -> browser -------------------------------------------------
+    def send_patch(self, patch: Patch) -> None:
+        """Send ``patch`` (thread-safe). Raises ValueError on a shape mismatch."""
+        if not isinstance(patch, Patch):
+            raise ValueError(f"patch must be a Patch, got {type(patch).__name__}")
+        channels, samples = patch.pcm.shape
+        if channels != self.channels:
+            raise ValueError(f"patch channels must be {self.channels}, got {channels}")
+        if samples > self.loop_samples:
+            raise ValueError(f"patch samples must be <= loop_samples={self.loop_samples}, got {samples}")
+        content = {
+            "type": "patch", "start": int(patch.start_sample) % self.loop_samples,
+            "samples": int(samples), "channels": int(channels), "dtype": self.dtype,
+            "fade": self.fade, "versions": {k: int(v) for k, v in patch.versions.items()},
+            "id": int(patch.completion_id),
+        }
+        payload = encode_pcm(patch.pcm, self.dtype)
+        with self._lock:
+            self.send(content, [payload])
+            self.patches_sent += 1
+
+    def reset(self) -> None:
+        """Clear the browser's loop buffer."""
+        with self._lock:
+            self.send({"type": "reset"})
+
+    # --- callbacks -----------------------------------------------------------
+    def on_ready(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(sample_rate)`` on every ready (first load, page reload);
+        at once if the browser is ready already."""
+        self._ready_callbacks.append(callback)
+        if self.ready:
+            callback(self.browser_sample_rate)
+
+    def on_status(self, callback: Callable[[dict], None]) -> None:
+        self._status_callbacks.append(callback)
+
+    def on_ack(self, callback: Callable[[int], None]) -> None:
+        """``callback(completion_id)`` when the worklet has applied a patch."""
+        self._ack_callbacks.append(callback)
+
+    def attach(self, player: Player, resend_chunk_s: float = 1.0) -> None:
+        """Feed ``player`` the browser's playhead and patch acks; after a page
+        reload (a second ``ready``) resend the loop from the player's mirror."""
+        if player.mirror.channels != self.channels or player.loop_samples != self.loop_samples:
+            raise ValueError("player must have the widget's channels and loop_samples")
+        chunk = max(1, int(resend_chunk_s * self.sample_rate))
+
+        def resend(_sample_rate: int) -> None:
+            if self.ready_events > 1:
+                for patch in player.mirror.patches(chunk):
+                    self.send_patch(patch)
+
+        self.on_status(lambda s: player.report(s["playhead"], s["playing"]))
+        self.on_ack(player.acked)
+        self._ready_callbacks.append(resend)
+
+    # --- browser -> kernel ---------------------------------------------------
+    def _on_custom_msg(self, _widget, content, _buffers) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "ready":
+            self.browser_sample_rate = int(content.get("sample_rate", 0))
+            if self.browser_sample_rate != self.sample_rate:
+                self.error = f"browser runs at {self.browser_sample_rate} Hz, expected {self.sample_rate} Hz"
+            self.ready = True
+            self.ready_events += 1
+            for cb in list(self._ready_callbacks):
+                cb(self.browser_sample_rate)
+        elif kind == "ack":
+            for cb in list(self._ack_callbacks):
+                cb(int(content["id"]))
+        elif kind == "status":
+            self._apply_status(content)
+        elif kind == "error":
+            self.error = str(content.get("message", ""))
+
+    def _apply_status(self, s: dict) -> None:
+        self.reported_at = time.monotonic()
+        with self.hold_trait_notifications():
+            self.playhead = int(s.get("playhead", 0))
+            self.rendered_samples = int(s.get("rendered", 0))
+            self.silent_samples = int(s.get("silent", 0))
+            self.skipped = int(s.get("skips", 0))
+            self.frame_gaps = int(s.get("gaps", 0))
+            self.fill = float(s.get("filled", 0.0))
+            self.rms = float(s.get("rms", 0.0))
+            self.peak = float(s.get("peak", 0.0))
+            self.patches_applied = int(s.get("patches", 0))
+            if s.get("heard") != self.heard_versions:
+                self.heard_versions = dict(s.get("heard", {}))
+                self.heard_at = dict(s.get("heard_at", {}))
+                self.heard_ctx_time = dict(s.get("heard_ctx", {}))
+        for cb in list(self._status_callbacks):
+            cb(s)

@@ -1,0 +1,197 @@
+// Audio out widget (anywidget): one AudioContext + AudioWorklet loop buffer per
+// widget *model* (built in `initialize`, shared by all views of the model).
+//
+// Handshake: after the worklet is loaded the front end sends {type: "ready"} so
+// the kernel never sends a patch into the void; a page reload builds a new
+// context and says "ready" again.
+// Kernel -> browser: {type: "patch", start, samples, channels, dtype, fade,
+//   versions, id} + one binary buffer, channel-planar PCM [channels, samples]
+//   as float32 or int16.
+// Browser -> kernel: {type: "ready"}, {type: "ack", id} per applied patch,
+//   {type: "status", ...} about 10 times a second (playhead, fill, silent
+//   samples, rms/peak, heard versions with the epoch time they were heard).
+// For tests the state of every model is on window.__demon_audio.
+
+function registry() {
+  window.__demon_audio ??= { models: {}, latest: null };
+  return window.__demon_audio;
+}
+
+function toChannels(buffer, dtype, channels, samples) {
+  const view = buffer instanceof DataView || ArrayBuffer.isView(buffer)
+    ? new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
+    : new Uint8Array(buffer);
+  const aligned = view.slice().buffer;                 // copy: alignment + ownership
+  const int16 = dtype === "int16";
+  const flat = int16 ? new Int16Array(aligned) : new Float32Array(aligned);
+  if (flat.length !== channels * samples) {
+    throw new Error(`patch has ${flat.length} values, expected ${channels} x ${samples}`);
+  }
+  const scale = int16 ? 1 / 32768 : 1;
+  return Array.from({ length: channels }, (_, c) => {
+    const ch = new Float32Array(samples);
+    for (let i = 0; i < samples; i++) ch[i] = flat[c * samples + i] * scale;
+    return ch;
+  });
+}
+
+// Epoch seconds at which audio-context time `t` reaches the speakers.
+function epochOf(ctx, t) {
+  const ts = ctx.getOutputTimestamp ? ctx.getOutputTimestamp() : null;
+  if (ts && ts.performanceTime > 0) {
+    return (performance.timeOrigin + ts.performanceTime) / 1000 + (t - ts.contextTime);
+  }
+  const latency = (ctx.baseLatency || 0) + (ctx.outputLatency || 0);
+  return Date.now() / 1000 - (ctx.currentTime - t) + latency;
+}
+
+function initialize({ model, signal }) {
+  const reg = registry();
+  const sampleRate = model.get("sample_rate");
+  const channels = model.get("channels");
+  const loopSamples = model.get("loop_samples");
+  const ctx = new AudioContext({ sampleRate, latencyHint: "playback" });
+  const state = {
+    ctx, ready: false, error: "", sampleRate: ctx.sampleRate, patchesReceived: 0,
+    acks: 0, status: null, history: [], listeners: new Set(),
+  };
+  const id = model.get("_uid");
+  reg.models[id] = state;
+  reg.latest = state;
+  let node = null;
+  const pending = [];                                   // patches that beat the worklet
+
+  const notify = () => state.listeners.forEach((fn) => fn(state));
+  const fail = (err) => {
+    state.error = String(err && err.message ? err.message : err);
+    model.send({ type: "error", message: state.error });
+    notify();
+  };
+  const post = (msg, transfer) => (node ? node.port.postMessage(msg, transfer || []) : pending.push([msg, transfer]));
+
+  const onWorklet = (e) => {
+    const m = e.data;
+    if (m.type === "applied") {
+      state.acks++;
+      model.send({ type: "ack", id: m.id });
+    } else if (m.type === "status") {
+      const heard = {}, heardCtx = {}, heardAt = {};
+      for (const [name, [v, t]] of Object.entries(m.heard)) {
+        heard[name] = v; heardCtx[name] = t; heardAt[name] = epochOf(ctx, t);
+      }
+      const status = { ...m, heard, heard_ctx: heardCtx, heard_at: heardAt, state: ctx.state, epoch: Date.now() / 1000 };
+      state.status = status;
+      state.history.push({ rendered: m.rendered, rms: m.rms, silent: m.silent, skips: m.skips, t: status.epoch });
+      if (state.history.length > 600) state.history.shift();
+      model.send({ type: "status", ...status });
+      notify();
+    }
+  };
+
+  const onMsg = (msg, buffers) => {
+    if (!msg || msg.type !== "patch") return;
+    try {
+      const data = toChannels(buffers[0], msg.dtype, msg.channels, msg.samples);
+      state.patchesReceived++;
+      post({ type: "patch", start: msg.start, data, fade: msg.fade, versions: msg.versions, id: msg.id },
+        data.map((ch) => ch.buffer));
+    } catch (err) {
+      fail(err);
+    }
+  };
+  model.on("msg:custom", onMsg);
+
+  const setPlaying = () => {
+    const playing = model.get("playing");
+    if (playing && ctx.state !== "running") ctx.resume().catch(fail);
+    post({ type: "play", playing });
+    notify();
+  };
+  const setVolume = () => post({ type: "volume", volume: model.get("volume") });
+  model.on("change:playing", setPlaying);
+  model.on("change:volume", setVolume);
+  ctx.onstatechange = notify;
+
+  const url = URL.createObjectURL(new Blob([model.get("_worklet")], { type: "text/javascript" }));
+  ctx.audioWorklet.addModule(url).then(() => {
+    if (signal?.aborted) return;
+    node = new AudioWorkletNode(ctx, "demon-loop", {
+      numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [channels],
+      processorOptions: { loopSamples, channels, playing: model.get("playing"), volume: model.get("volume") },
+    });
+    node.port.onmessage = onWorklet;
+    node.connect(ctx.destination);
+    for (const [msg, transfer] of pending.splice(0)) node.port.postMessage(msg, transfer || []);
+    if (model.get("playing")) ctx.resume().catch(() => {});
+    state.ready = true;
+    model.send({ type: "ready", sample_rate: ctx.sampleRate, loop_samples: loopSamples, channels });
+    notify();
+  }).catch(fail);
+
+  signal?.addEventListener("abort", () => {
+    model.off("msg:custom", onMsg);
+    model.off("change:playing", setPlaying);
+    model.off("change:volume", setVolume);
+    node?.disconnect();
+    ctx.close();
+    URL.revokeObjectURL(url);
+    if (reg.models[id] === state) delete reg.models[id];
+    if (reg.latest === state) reg.latest = null;
+  });
+}
+
+function render({ model, el }) {
+  const root = document.createElement("div");
+  root.className = "demon-audio-out";
+  root.style.cssText = "display:flex;gap:0.6em;align-items:center;font:12px monospace;padding:4px";
+  const button = document.createElement("button");
+  button.className = "demon-audio-play";
+  const volume = document.createElement("input");
+  Object.assign(volume, { type: "range", min: 0, max: 1, step: 0.01, className: "demon-audio-volume" });
+  volume.title = "volume";
+  const info = document.createElement("span");
+  info.className = "demon-audio-status";
+  root.append(button, volume, info);
+  el.appendChild(root);
+
+  const sync = () => {
+    button.textContent = model.get("playing") ? "❚❚ pause" : "▶ play";
+    volume.value = model.get("volume");
+  };
+  button.addEventListener("click", () => {
+    const state = registry().models[model.get("_uid")];
+    if (state && state.ctx.state !== "running") state.ctx.resume();
+    model.set("playing", !model.get("playing"));
+    model.save_changes();
+  });
+  volume.addEventListener("input", () => {
+    model.set("volume", Number(volume.value));
+    model.save_changes();
+  });
+  let last = 0;
+  const show = (state) => {
+    const now = performance.now();
+    if (now - last < 100) return;                      // views refresh at <= 10 Hz
+    last = now;
+    const s = state.status;
+    const sr = state.sampleRate;
+    if (state.error) info.textContent = `error: ${state.error}`;
+    else if (!s) info.textContent = `${state.ctx.state} · waiting for audio`;
+    else {
+      info.textContent = `${state.ctx.state} · ${(s.playhead / sr).toFixed(2)} s / ${(model.get("loop_samples") / sr).toFixed(1)} s`
+        + ` · filled ${(100 * s.filled).toFixed(0)}% · rms ${s.rms.toFixed(3)} · silent ${s.silent} · patches ${s.patches}`;
+    }
+  };
+  model.on("change:playing", sync);
+  model.on("change:volume", sync);
+  sync();
+  const state = registry().models[model.get("_uid")];
+  if (state) { state.listeners.add(show); show(state); }
+  return () => {
+    model.off("change:playing", sync);
+    model.off("change:volume", sync);
+    state?.listeners.delete(show);
+  };
+}
+
+export default { initialize, render };

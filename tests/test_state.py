@@ -125,13 +125,17 @@ def test_bad_writes_are_rejected_at_the_write_and_the_ring_loses_nothing(name, v
     ({"source": SOURCE, "mask": [2.0] * T}, "mask"),
     ({"conditions": (Condition(cond=1, start=0.8, end=0.2),)}, "conditions"),
     ({"conditions": (Condition(cond=1, weight=[-1.0] * T),)}, "weight"),
+    ({"conditions": (Condition(cond=7),)}, r"conditions\[0\].cond"),
+    ({"cond_override": "not a label"}, "cond"),
+    ({"negative": 99}, "negative"),
 ])
 def test_bad_requests_are_rejected_at_submit(request_kwargs, message):
     ring = make_ring({}, {})
     ring.tick()
     queued = len(ring.queue)
+    cond = request_kwargs.pop("cond_override", 0)
     with pytest.raises(ValueError, match=message):
-        ring.submit(Request(cond=0, **request_kwargs))
+        ring.submit(Request(cond=cond, **request_kwargs))
     assert len(ring.queue) == queued and ring.in_flight == 3
 
 

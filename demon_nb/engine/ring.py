@@ -105,10 +105,23 @@ class Ring:
     def submit(self, request: Request) -> None:
         """Validate and enqueue; a full queue drops its oldest request."""
         prepared = prepare(request, self.frames, self.channels, self.device, self.dtype)
+        self._check_conditions(prepared)
         with self._lock:
             if len(self.queue) == self.queue.maxlen:
                 self.dropped += 1
             self.queue.append(prepared)
+
+    def _check_conditions(self, request: Request) -> None:
+        """Collate each condition once at submit, so a malformed one fails here, not in the tick."""
+        rows = [("cond", request.cond, request.context)]
+        rows += [(f"conditions[{i}].cond", c.cond, c.context) for i, c in enumerate(request.conditions)]
+        if request.negative is not None:
+            rows.append(("negative", request.negative, request.context))
+        for name, cond, context in rows:
+            try:
+                self.denoiser.collate([cond], [context])
+            except Exception as error:
+                raise ValueError(f"{name}: the denoiser cannot use this condition/context: {error}") from None
 
     def set_depth(self, depth: int) -> None:
         """Hot depth change at the next tick: growing adds slots, shrinking drains them."""

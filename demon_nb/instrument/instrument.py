@@ -1,0 +1,297 @@
+"""The instrument: runner + audio out + controls + curves + views + source picker, in one widget.
+
+    inst = demon_nb.instrument()          # displays it and starts playing
+    inst.set("velocity_scale", 1.2)       # same path as the widgets (thread-safe)
+    latent = (await inst.completion()).latent
+    inst.close()                          # stops both threads, closes the widgets
+
+Patches go from the runner (tick thread) to ``AudioOut.send_patch`` only after
+the browser's ready handshake; the first ready sends the whole loop rendered so
+far from the player's mirror (``AudioOut.attach`` does the same after a reload). Views refresh on their own
+thread at about 10 Hz, never on the tick thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import html
+import math
+import threading
+import weakref
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import torch
+
+from ..models import Model, load
+from .audio_out import AudioOut
+from .controls import CONTROLS
+from .curve_editor import CurveEditors
+from .panel import ControlsPanel
+from .runner import Runner, TickError
+from .source_picker import SourcePicker
+from .views import LatencyTracker, LatentView, MetricsView, Refresher, RingView
+
+MIN_BROWSER_RATE = 8_000  # the lowest AudioContext sample rate browsers accept
+PENTATONIC = (0, 2, 4, 7, 9)
+VERSION_KEYS = {"step": "state", "submission": "submission"}  # control class -> patch version key
+
+
+class ToneCodec:
+    """A playback codec for models whose own codec runs below audio rates (the analytic model).
+
+    Channel c drives a sine near a pentatonic pitch (from 220 Hz, snapped to a multiple of
+    the frame rate so the sines are orthogonal over one hop) with amplitude
+    ``a = sigmoid(2 x)``, interpolated linearly from frame to frame; the phase is
+    absolute (``offset``), so windowed decodes join seamlessly. ``encode`` inverts it
+    per frame: ``a_c = |sum_j x_j e^{-i w_c j}| * 2 / hop / scale``, ``x = logit(a) / 2``.
+    """
+
+    audio_channels = 1
+    receptive_field = (0, 1)
+
+    def __init__(self, inner, sample_rate: int = 16_000):
+        self.channels = inner.channels
+        self.sample_rate = sample_rate
+        self.hop = max(1, round(sample_rate * inner.hop / inner.sample_rate))  # keeps the frame rate
+        semis = [12 * (c // 5) + PENTATONIC[c % 5] for c in range(self.channels)]
+        harmonics: list[int] = []  # pitches snapped to multiples of the frame rate: orthogonal over a hop
+        for f in 220.0 * 2.0 ** (np.asarray(semis) / 12.0):
+            k = max(1, round(f * self.hop / sample_rate))
+            harmonics.append(max(k, harmonics[-1] + 1) if harmonics else k)
+        self.omega = 2 * math.pi * np.asarray(harmonics, dtype=np.float64) / self.hop  # [C]
+        self.scale = 0.6 / self.channels
+
+    def decode(self, latent: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        z = latent.detach().float().cpu()
+        a = torch.sigmoid(2 * z)  # [B, T, C]
+        a_next = torch.cat([a[:, 1:], a[:, -1:]], dim=1)
+        b, frames, _ = a.shape
+        j = np.arange(self.hop)
+        u = torch.from_numpy(j / self.hop).float()[None, None, :, None]  # [1, 1, hop, 1]
+        start = np.mod(np.outer((np.arange(frames) + offset) * self.hop, self.omega), 2 * math.pi)  # [T, C]
+        phase = start[:, None, :] + j[None, :, None] * self.omega[None, None, :]  # [T, hop, C], float64
+        sines = torch.from_numpy(np.sin(phase).astype(np.float32))
+        amp = a[:, :, None, :] * (1 - u) + a_next[:, :, None, :] * u  # [B, T, hop, C]
+        audio = (amp * sines[None]).sum(-1) * self.scale  # [B, T, hop]
+        return audio.reshape(b, 1, frames * self.hop).to(latent.dtype)
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        x = audio.detach().double().cpu().mean(1)  # [B, N]
+        frames = max(1, x.shape[1] // self.hop)
+        x = torch.nn.functional.pad(x, (0, max(0, frames * self.hop - x.shape[1])))[:, : frames * self.hop]
+        j = np.arange(self.hop)
+        basis = torch.from_numpy(np.exp(-1j * np.outer(self.omega, j)))  # [C, hop]
+        amp = (x.reshape(-1, frames, self.hop).to(torch.complex128) @ basis.T).abs() * 2 / self.hop / self.scale
+        amp = amp.clamp(1e-3, 1 - 1e-3)
+        return (0.5 * torch.log(amp / (1 - amp))).float()
+
+
+def playable(model: Model) -> Model:
+    """The model itself, or (codec below browser audio rates) a copy with a :class:`ToneCodec`."""
+    if model.codec.sample_rate >= MIN_BROWSER_RATE:
+        return model
+    return dataclasses.replace(model, codec=ToneCodec(model.codec))
+
+
+def _close_tree(widget: Any, seen: set[int] | None = None) -> None:
+    """Close a widget and every widget reachable through its traits (children, marks, scales, ...)."""
+    seen = set() if seen is None else seen
+    if not isinstance(widget, W.Widget) or id(widget) in seen:
+        return
+    seen.add(id(widget))
+    for name in widget.trait_names():
+        value = getattr(widget, name, None)
+        values = value if isinstance(value, (list, tuple)) else value.values() if isinstance(value, dict) else [value]
+        for v in values:
+            _close_tree(v, seen)
+    widget.close()
+
+
+def _stop_at_exit(ref) -> None:
+    inst = ref()
+    if inst is not None and not inst.closed:
+        inst.stop()
+
+
+class Instrument:
+    """Assembles the instrument around ``model`` (a loaded :class:`Model`)."""
+
+    def __init__(self, model: Model, *, depth: int = 4, steps: int | None = None, prompt: str | None = None,
+                 seed: int = 0, window_s: float = 1.0, max_ticks_per_s: float | None = 50.0,
+                 refresh_hz: float = 10.0, microphone: bool = True, note: str = "", autostart: bool = True):
+        self.model = playable(model)
+        self.note = note
+        prompt = model.defaults.get("prompt", "") if prompt is None else prompt
+        self.runner = Runner(self.model, depth=depth, steps=steps, prompt=prompt, seed=seed, window_s=window_s,
+                             max_ticks_per_s=max_ticks_per_s)
+        codec = self.model.codec
+        self.audio = AudioOut(sample_rate=codec.sample_rate, channels=codec.audio_channels,
+                              loop_samples=self.runner.player.loop_samples)
+        self.audio.attach(self.runner.player)
+        self.latency = LatencyTracker()
+        self.panel = ControlsPanel(self.runner, self.set)
+        self.curves = CurveEditors(self.model.frames, self.set)
+        self.sources = SourcePicker(self.model, self.set, microphone=microphone)
+        self.ring_view, self.latent_view, self.metrics_view = RingView(), LatentView(), MetricsView()
+        self.status = W.HTML(self._status_html())
+        self.status.add_class("demon-status")
+        self.patches_sent = 0
+        self.resends = 0
+        self._ready = False
+        self._send_lock = threading.Lock()
+        self._last_error: TickError | None = None
+        self.audio.on_ready(self._on_ready)
+        self.runner.on_patch(self._on_patch)
+        self.runner.on_error(self._on_error)
+        Refresher(self.refresh, refresh_hz)  # validates refresh_hz now
+        self._refresh_hz = refresh_hz
+        self._refresher: Refresher | None = None
+        self.closed = False
+        self.widget = self._layout()
+        atexit.register(_stop_at_exit, weakref.ref(self))  # no torch call in flight at interpreter exit
+        if autostart:
+            self.start()
+
+    def _layout(self) -> W.Widget:
+        title = W.HTML(f"<b>DEMON</b> · model <code>{html.escape(self.model.name)}</code> · "
+                       f"loop {self.model.loop_seconds:.2f} s ({self.model.frames} frames)")
+        views = W.VBox([W.HTML("<b>ring</b>"), self.ring_view, W.HTML("<b>newest completion</b>"), self.latent_view])
+        body = W.HBox([self.panel.widget, W.VBox([self.curves.widget, views], layout=W.Layout(flex="1 1 auto"))])
+        box = W.VBox([title, self.status, self.audio, self.metrics_view.widget, body, self.sources.widget])
+        box.add_class("demon-instrument")
+        return box
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> "Instrument":
+        if self.closed:
+            raise ValueError("instrument: closed; build a new one with demon_nb.instrument()")
+        self.runner.start()
+        if self._refresher is None or not self._refresher.alive:
+            self._refresher = Refresher(self.refresh, self._refresh_hz).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the tick and view threads (the widgets stay; ``start()`` plays again)."""
+        if self._refresher is not None:
+            self._refresher.stop()
+        self.runner.stop()
+
+    def pause(self) -> None:
+        self.runner.pause()
+
+    def resume(self) -> None:
+        self.runner.resume()
+
+    def close(self) -> None:
+        """Stop the tick and view threads and close every widget (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.stop()
+        _close_tree(self.widget)
+
+    def show(self) -> None:
+        """Display the instrument (again)."""
+        from IPython.display import display
+
+        display(self.widget)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "paused" if self.runner.paused else "playing"
+        return f"<Instrument model={self.model.name!r} {state}, {self.runner.completions} completions>"
+
+    # -- controls and the asyncio facade -------------------------------------------------------
+    def set(self, name: str, value: Any) -> int:
+        """``runner.set`` plus the write time of the new version (for control-to-ear latency)."""
+        version = self.runner.set(name, value)
+        key = VERSION_KEYS.get(CONTROLS[name].klass)
+        if key is not None:
+            self.latency.wrote(key, version)
+        return version
+
+    def get(self, name: str) -> Any:
+        return self.runner.controls.get(name)
+
+    async def completion(self):
+        return await self.runner.completion()
+
+    def patches(self, maxsize: int = 16):
+        return self.runner.patches(maxsize)
+
+    # -- audio path ---------------------------------------------------------------------------
+    def _on_patch(self, patch) -> None:
+        with self._send_lock:
+            if self._ready and not self.closed:
+                self.audio.send_patch(patch)
+                self.patches_sent += 1
+
+    def _on_ready(self, _sample_rate: int) -> None:
+        """First ready: send the whole loop rendered so far, then stream patches. After a page
+        reload (a later ready) ``AudioOut.attach`` resends the loop from the player's mirror."""
+        with self._send_lock:
+            self._ready = True
+            if getattr(self.audio, "ready_events", 1) > 1:
+                return
+            self.resends += 1
+            chunk = max(1, self.audio.sample_rate // 2)
+            for patch in self.runner.player.mirror.patches(chunk):
+                self.audio.send_patch(patch)
+                self.patches_sent += 1
+
+    def _on_error(self, error: TickError) -> None:
+        self._last_error = error  # shown by the view thread; the tick thread does no widget work
+
+    # -- views (view thread) ----------------------------------------------------------------------
+    def _status_html(self) -> str:
+        parts = []
+        if self.note:
+            parts.append(f'<span class="demon-note" style="color:#a15c00">ℹ {html.escape(self.note)}</span>')
+        error = getattr(self, "_last_error", None)
+        if error is not None:
+            parts.append(f'<span class="demon-error" style="color:#b03a2e">⚠ tick {error.tick}: '
+                         f'{html.escape(error.message)} (the music keeps playing)</span>')
+        return "<br>".join(parts)
+
+    def refresh(self) -> None:
+        """Copy the live state into the views (called at ~10 Hz by the view thread)."""
+        runner = self.runner
+        frame = runner.player.playhead() / self.model.codec.hop
+        self.ring_view.update(runner.ring.slots_view(), runner.ring.tick_count, runner.completions)
+        completion = runner.last_completion
+        if completion is not None:
+            self.latent_view.show(completion.latent, runner.completions)
+        self.latent_view.set_playhead(frame)
+        self.curves.set_playhead(frame)
+        metrics = runner.metrics()
+        metrics["control_to_ear_s"] = self.latency.heard(self.audio.heard_versions, self.audio.heard_at)
+        metrics["audio"] = (f"{self.patches_sent} patches sent, buffer {self.audio.fill:.0%}, "
+                            f"silent {self.audio.silent_samples}" if self._ready else "waiting for the browser")
+        self.metrics_view.update(metrics)
+        status = self._status_html()
+        if status != self.status.value:
+            self.status.value = status
+
+
+def make_instrument(model: str | Model = "mini", *, display: bool = True, **kwargs) -> Instrument:
+    """Load ``model`` (falls back to "analytic", with a visible note, when "mini" cannot load),
+    build the :class:`Instrument`, display it and start playing."""
+    note = ""
+    if isinstance(model, str):
+        try:
+            loaded = load(model)
+        except Exception as exc:  # noqa: BLE001 - any failure of the built-in model: fall back, say why
+            if model != "mini":
+                raise
+            note = (f"the built-in model 'mini' is not available ({type(exc).__name__}: {exc}); "
+                    "playing the analytic test model instead")
+            print(f"demon_nb: {note}")
+            loaded = load("analytic")
+    else:
+        loaded = model
+    inst = Instrument(loaded, note=note, **kwargs)
+    if display:
+        inst.show()
+    return inst

@@ -1,0 +1,149 @@
+"""Control binding: each control routes to its propagation class; bad values are rejected
+with the control's name; the ring keeps ticking through rejected writes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from demon_nb.engine.state import PARAMS
+from demon_nb.instrument.controls import CONTROLS
+from demon_nb.instrument.panel import ControlsPanel, parse_int
+from demon_nb.instrument.runner import Runner
+from demon_nb.models import load
+
+FRAMES, CHANNELS = 16, 4
+
+
+@pytest.fixture
+def runner():
+    r = Runner(load("analytic", frames=FRAMES, channels=CHANNELS), depth=2, steps=4, max_ticks_per_s=200)
+    yield r
+    r.stop()
+
+
+def good_value(name: str):
+    """A valid value different from the default."""
+    if name in PARAMS:
+        p = PARAMS[name]
+        if p.kind == "choice":
+            return p.choices[-1] if p.default != p.choices[-1] else p.choices[0]
+        return (p.lo + p.hi) / 2 if (p.lo + p.hi) / 2 != p.default else p.lo
+    return {"prompt_a": "2", "prompt_b": "3", "prompt_blend": 0.25, "denoise": 0.5, "seed": 7, "vary_seed": True,
+            "cfg_mode": "full", "shift": 2.0, "init_noise": [0.5] * FRAMES, "source": torch.ones(FRAMES, CHANNELS),
+            "x0_target": torch.zeros(FRAMES, CHANNELS), "steps": 6, "depth": 3, "gain": 0.5}[name]
+
+
+BAD = {"prompt_a": 5, "prompt_b": None, "prompt_blend": 1.5, "denoise": -0.1, "seed": -1, "vary_seed": "yes",
+       "cfg_mode": "loud", "shift": 100.0, "init_noise": [0.5] * (FRAMES - 1), "source": torch.zeros(3, 3),
+       "x0_target": "latent", "steps": 0, "depth": 99, "gain": float("nan")}
+
+
+def bad_value(name: str):
+    if name in PARAMS:
+        p = PARAMS[name]
+        return "not-a-choice" if p.kind == "choice" else p.hi + 1.0
+    return BAD[name]
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLS))
+def test_each_control_routes_to_its_class(runner, name):
+    klass = CONTROLS[name].klass
+    ring, controls = runner.ring, runner.controls
+    state_before, submission_before = ring.state.version, controls.version
+    value = good_value(name)
+    runner.set(name, value)
+    if klass == "step":
+        assert ring.state.version == state_before + 1 and controls.version == submission_before
+        assert ring.state.get(name) == value
+    elif klass == "submission":
+        assert controls.version == submission_before + 1 and ring.state.version == state_before
+        request = controls.request()
+        assert request.version == controls.version
+        if name == "denoise":
+            assert request.denoise == value
+        elif name == "seed":
+            assert request.seed == value
+        elif name == "cfg_mode":
+            assert request.cfg_mode == value
+        elif name == "source":
+            assert torch.equal(request.source, value)
+        else:
+            got = controls.get(name)
+            assert got is not None and (torch.is_tensor(got) or got == value)
+    elif klass == "rebuild":
+        ring.tick()
+        assert ring.steps == value and controls.version == submission_before
+    elif klass == "structure":
+        ring.tick()
+        assert ring.depth == value
+    else:  # decode
+        assert klass == "decode" and controls.gain == value and controls.version == submission_before
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLS))
+def test_bad_values_are_rejected_with_the_controls_name(runner, name):
+    versions = (runner.ring.state.version, runner.controls.version, runner.ring.steps, runner.ring.depth)
+    with pytest.raises(ValueError) as info:
+        runner.set(name, bad_value(name))
+    assert name in str(info.value)
+    ring = runner.ring
+    ring.tick()
+    assert (ring.state.version, runner.controls.version, ring.steps, ring.depth) == versions
+
+
+def test_unknown_control_is_rejected(runner):
+    with pytest.raises(ValueError, match="unknown control 'volume'"):
+        runner.set("volume", 1.0)
+
+
+def test_the_ring_keeps_ticking_through_rejected_writes(runner):
+    runner.start()
+    deadline = time.monotonic() + 10
+    while runner.completions < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    before = runner.completions
+    for name in sorted(CONTROLS):
+        with pytest.raises(ValueError):
+            runner.set(name, bad_value(name))
+    while runner.completions < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert runner.completions >= before + 3 and not runner.errors
+
+
+def test_panel_tags_every_control_with_its_class(runner):
+    panel = ControlsPanel(runner)
+    for name, widget in panel.widgets.items():
+        row = next(r for r in panel.widget.children if getattr(r, "children", ()) and r.children[0] is widget)
+        assert f">{CONTROLS[name].klass}<" in row.children[1].value
+
+
+def test_panel_shows_bad_typed_values_and_clears_them(runner):
+    panel = ControlsPanel(runner)
+    panel.widgets["seed"].value = "twelve"
+    assert "seed" in panel.message.value and "twelve" in panel.message.value
+    assert runner.controls.get("seed") == 0
+    panel.widgets["seed"].value = "12"
+    assert runner.controls.get("seed") == 12 and panel.message.value == ""
+    panel.widgets["prompt_a"].value = "not a label"     # the analytic encoder rejects it
+    assert "prompt" in panel.message.value and runner.controls.get("prompt_a") == ""
+
+
+def test_panel_sliders_write_through(runner):
+    panel = ControlsPanel(runner)
+    panel.widgets["velocity_scale"].value = 1.5
+    panel.widgets["solver"].value = "sde"
+    panel.widgets["denoise"].value = 0.4
+    panel.widgets["gain"].value = 0.3
+    assert runner.ring.state.get("velocity_scale") == 1.5 and runner.ring.state.get("solver") == "sde"
+    assert runner.controls.get("denoise") == 0.4 and runner.controls.gain == 0.3
+
+
+def test_parse_int():
+    assert parse_int("seed", " 42 ") == 42
+    with pytest.raises(ValueError, match="seed"):
+        parse_int("seed", "4.5")
+    with pytest.raises(ValueError, match="seed"):
+        parse_int("seed", True)

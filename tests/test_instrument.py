@@ -1,0 +1,326 @@
+"""The instrument, headless on the analytic model: widgets write the kernel state, the ready
+handshake gates patches, views refresh off the tick thread, sources decode, close() ends threads."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from demon_nb.engine.decode import decode_window
+from demon_nb.instrument import curve_editor as ce
+from demon_nb.instrument import instrument as instrument_module
+from demon_nb.instrument import source_picker as sp
+from demon_nb.instrument.instrument import Instrument, ToneCodec, make_instrument, playable
+from demon_nb.instrument.views import LatencyTracker, quantize
+from demon_nb import lab
+from demon_nb.models import load
+
+FRAMES, CHANNELS = 32, 4
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class FlakyDenoiser:
+    def __init__(self, inner):
+        self.inner, self.channels, self.failing = inner, inner.channels, threading.Event()
+
+    def velocity(self, x, t, cond):
+        if self.failing.is_set():
+            raise RuntimeError("injected failure")
+        return self.inner.velocity(x, t, cond)
+
+    def collate(self, conds, contexts):
+        return self.inner.collate(conds, contexts)
+
+    def unconditional(self):
+        return self.inner.unconditional()
+
+
+@pytest.fixture
+def model():
+    return load("analytic", frames=FRAMES, channels=CHANNELS)
+
+
+@pytest.fixture
+def inst(model):
+    i = Instrument(model, depth=2, steps=4, max_ticks_per_s=100, microphone=True)
+    yield i
+    i.close()
+
+
+def simulate_ready(inst) -> None:
+    inst.audio._on_custom_msg(inst.audio, {"type": "ready", "sample_rate": inst.audio.sample_rate}, [])
+
+
+def test_widget_changes_reach_the_kernel_state(inst):
+    w = inst.panel.widgets
+    w["velocity_scale"].value = 1.25
+    w["solver"].value = "sde"
+    w["prompt_a"].value = "2"
+    w["cfg_mode"].value = "residual-self"
+    w["depth"].value = 3
+    assert inst.runner.ring.state.get("velocity_scale") == 1.25
+    assert inst.runner.ring.state.get("solver") == "sde"
+    assert inst.get("prompt_a") == "2" and inst.get("cfg_mode") == "residual-self"
+    assert wait_until(lambda: inst.runner.ring.depth == 3)
+    assert wait_until(lambda: inst.runner.last_completion is not None
+                      and inst.runner.last_completion.request.cfg_mode == "residual-self")
+
+
+def test_bad_typed_value_shows_a_message_and_music_keeps_playing(inst):
+    assert wait_until(lambda: inst.runner.completions >= 1)
+    inst.panel.widgets["seed"].value = "-3"
+    assert "seed" in inst.panel.message.value and "demon-error" in inst.panel.message.value
+    before = inst.runner.completions
+    assert wait_until(lambda: inst.runner.completions > before + 2)
+
+
+def test_a_handdraw_stroke_reaches_the_kernel(inst):
+    editor = inst.curves["source_blend"]
+    stroke = np.linspace(0.0, 1.0, FRAMES).reshape(1, FRAMES)   # what the browser sends on mouse-up
+    editor.line.set_state({"y": {"value": memoryview(stroke.tobytes()), "dtype": "float64", "shape": [1, FRAMES]}})
+    got = inst.runner.ring.state.get("source_blend")
+    assert torch.is_tensor(got) and got.shape == (1, FRAMES, 1)
+    assert torch.allclose(got.reshape(-1).double(), torch.from_numpy(stroke.reshape(-1)))
+    assert editor.strokes == 1
+    # a stroke leaving the figure is clipped to the control's range
+    inst.curves["velocity_scale"].line.y = np.full(FRAMES, 9.0)
+    assert float(inst.runner.ring.state.get("velocity_scale").max()) == 2.0
+
+
+def test_presets_and_reset_write_through(inst):
+    editor = inst.curves["guidance_scale"]
+    editor.apply_preset("pulse")
+    got = inst.runner.ring.state.get("guidance_scale").reshape(-1)
+    assert set(np.unique(got.numpy()).tolist()) == {0.0, 10.0}
+    editor.reset()
+    assert torch.all(inst.runner.ring.state.get("guidance_scale") == 1.0)
+
+
+def test_patches_wait_for_the_ready_handshake_and_a_reload_resends_the_loop(inst, monkeypatch):
+    sent = []
+    monkeypatch.setattr(inst.audio, "send_patch", lambda patch: sent.append(patch))
+    assert wait_until(lambda: inst.runner.completions >= 2)
+    assert sent == []                                   # no browser yet: nothing sent
+    simulate_ready(inst)
+    loop = inst.runner.player.loop_samples
+    resent = [p for p in sent if p.completion_id == -1]
+    assert sum(p.samples for p in resent) == loop       # the whole loop, from the mirror
+    before = inst.runner.completions
+    assert wait_until(lambda: any(p.completion_id > before for p in list(sent)))
+    count = len(sent)
+    simulate_ready(inst)                                 # a page reload
+    assert sum(p.samples for p in sent[count:] if p.completion_id == -1) == loop
+
+
+def test_views_refresh_off_the_tick_thread(inst):
+    assert wait_until(lambda: inst.latent_view.completion >= 1 and inst.ring_view.slots)
+    assert len(inst.latent_view.data) == FRAMES * CHANNELS
+    assert (inst.latent_view.frames, inst.latent_view.channels) == (FRAMES, CHANNELS)
+    assert len(inst.ring_view.slots) == 2
+    assert all(s is None or 0 <= s["step"] < s["steps"] for s in inst.ring_view.slots)
+    assert wait_until(lambda: "completions/s" in inst.metrics_view.widget.value and "ms" in inst.metrics_view.widget.value)
+    assert inst._refresher.alive and inst._refresher.calls > 0
+
+
+def test_tick_errors_show_in_the_ui(model):
+    flaky = FlakyDenoiser(model.denoiser)
+    inst = Instrument(dataclasses.replace(model, denoiser=flaky), depth=2, steps=4, max_ticks_per_s=100, microphone=False)
+    try:
+        assert wait_until(lambda: inst.runner.completions >= 1)
+        flaky.failing.set()
+        assert wait_until(lambda: "injected failure" in inst.status.value)
+        assert "demon-error" in inst.status.value
+        flaky.failing.clear()
+        before = inst.runner.completions
+        assert wait_until(lambda: inst.runner.completions > before)
+    finally:
+        inst.close()
+
+
+def test_close_ends_threads_and_closes_widgets(model):
+    inst = Instrument(model, depth=2, steps=4, max_ticks_per_s=100, microphone=False)
+    assert wait_until(lambda: inst.runner.completions >= 1)
+    inst.stop()
+    assert not inst.runner.alive and not inst._refresher.alive
+    inst.start()                                         # plays again after stop()
+    assert wait_until(lambda: inst.runner.alive and inst._refresher.calls > 0)
+    tick_thread, view_thread = inst.runner._thread, inst._refresher._thread
+    inst.close()
+    assert not tick_thread.is_alive() and not view_thread.is_alive()
+    assert inst.widget.comm is None and inst.panel.widgets["seed"].comm is None
+    assert inst.curves["source_blend"].line.comm is None and inst.audio.comm is None
+    inst.close()                                         # idempotent
+    again = Instrument(model, depth=2, steps=4, max_ticks_per_s=100, microphone=False)
+    try:
+        assert wait_until(lambda: again.runner.completions >= 1)
+    finally:
+        again.close()
+
+
+def test_make_instrument_falls_back_with_a_visible_note(monkeypatch):
+    real_load = instrument_module.load
+
+    def fake_load(name, **kw):
+        if name == "mini":
+            raise FileNotFoundError("no weights")
+        return real_load(name, frames=FRAMES, channels=CHANNELS)
+
+    monkeypatch.setattr(instrument_module, "load", fake_load)
+    inst = make_instrument(display=False, depth=2, steps=4, microphone=False)
+    try:
+        assert inst.model.name == "analytic"
+        assert "not available" in inst.status.value and "no weights" in inst.status.value
+    finally:
+        inst.close()
+
+
+def test_latency_from_write_to_first_heard(inst):
+    inst.latency.wrote("state", 3, at=100.0)
+    inst.latency.wrote("state", 5, at=101.0)
+    assert inst.latency.heard({"state": 4}, {"state": 100.4}) == pytest.approx({"state": 0.4})
+    assert inst.latency.heard({"state": 7}, {"state": 101.25}) == pytest.approx({"state": 0.25})
+    version = inst.set("velocity_scale", 1.1)
+    tracker = LatencyTracker()
+    assert tracker.heard({"state": version}, {"state": 1.0}) == {}
+
+
+# -- sources --------------------------------------------------------------------------------
+def wav_bytes(seconds=0.5, rate=22_050, channels=2) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * channels, axis=1)
+    buf = io.BytesIO()
+    sf.write(buf, pcm, rate, format="WAV")
+    return buf.getvalue()
+
+
+def test_uploaded_audio_becomes_the_source(inst):
+    assert inst.sources.choose_audio(wav_bytes(), "tone.wav")
+    source = inst.get("source")
+    assert torch.is_tensor(source) and source.shape == (FRAMES, CHANNELS)
+    assert "tone.wav" in inst.sources.message.value
+    inst.sources.upload.set_state({"value": [{"name": "x.ogg", "type": "audio/ogg", "size": 5,
+                                              "last_modified": 0, "content": memoryview(b"junk!")}]})
+    assert "demon-error" in inst.sources.message.value and "x.ogg" in inst.sources.message.value
+    assert inst.get("source") is source                 # unchanged, and the music goes on
+    before = inst.runner.completions
+    assert wait_until(lambda: inst.runner.completions > before)
+
+
+def test_builtin_piece_and_target_toggle(inst):
+    label = next(iter(inst.sources.pieces))
+    inst.sources.target.value = "x0_target"
+    inst.sources.builtin.value = label
+    assert torch.is_tensor(inst.get("x0_target")) and inst.get("source") is None
+    inst.sources.clear.click()
+    assert inst.get("x0_target") is None
+
+
+def test_a_denied_microphone_shows_a_message(inst, monkeypatch):
+    monkeypatch.setattr(sp, "MIC_TIMEOUT_S", 0.05)
+    recorder = inst.sources.recorder
+    recorder.recording = True
+    recorder.recording = False                           # stopped, no audio ever arrived
+    assert wait_until(lambda: "microphone" in inst.sources.message.value and "denied" in inst.sources.message.value, 3)
+
+
+def test_decode_audio_rejects_broken_files_and_keeps_names_inside_the_temp_folder():
+    assert sp.safe_suffix("../../etc/passwd.wav") == "wav"
+    assert sp.safe_suffix("..\\..\\evil.W@V") == "wv"
+    assert sp.safe_suffix("noext") == "bin"
+    pcm, rate = sp.decode_audio(wav_bytes(rate=8000, channels=1), "../../../tmp/x.wav")
+    assert rate == 8000 and pcm.shape == (1, 4000)
+    with pytest.raises(ValueError, match="not a readable audio file"):
+        sp.decode_audio(b"\x00" * 1000, "noise.mp3")
+    with pytest.raises(ValueError, match="empty"):
+        sp.decode_audio(b"", "empty.wav")
+
+
+def webm_opus_bytes(seconds=1.0, rate=48_000) -> bytes:
+    """What the browser's MediaRecorder gives for the microphone: webm with opus."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="webm") as container:
+        stream = container.add_stream("libopus", rate=rate)
+        stream.layout = "mono"
+        t = np.arange(int(seconds * rate)) / rate
+        frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
+                                           format="flt", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def test_a_microphone_recording_in_webm_opus_becomes_the_source(inst):
+    data = webm_opus_bytes()
+    pcm, rate = sp.decode_audio(data, "microphone.webm")
+    assert rate == 48_000 and pcm.shape[0] == 1 and abs(pcm.shape[1] - 48_000) < 2_000
+    assert 0.2 < float(np.abs(pcm).max()) < 0.4
+    inst.sources.recorder.audio.value = data             # the recorder widget's value after "stop"
+    assert "microphone.webm" in inst.sources.message.value
+    assert torch.is_tensor(inst.get("source"))
+
+
+def test_fit_audio_resamples_matches_channels_and_tiles():
+    pcm = np.ones((2, 100), dtype=np.float32)
+    out = sp.fit_audio(pcm, 100, 200, 1, 450)
+    assert out.shape == (1, 1, 450) and torch.allclose(out[0, 0, 50:150], torch.ones(100), atol=0.05)
+
+
+# -- pure pieces ------------------------------------------------------------------------------
+def test_presets():
+    assert ce.ramp(5, 0.0, 2.0).tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
+    s = ce.sine(8, 0.0, 1.0, cycles=1)
+    assert s[0] == 0.0 and s[4] == pytest.approx(1.0)
+    assert set(ce.pulse(16, 0.2, 0.8).tolist()) == {0.2, 0.8}
+    assert ce.flat(3, 0.0, 1.0).tolist() == [0.5] * 3
+    with pytest.raises(ValueError, match="preset"):
+        ce.preset("saw", 4, 0, 1)
+
+
+def test_stroke_curve_normalizes_shapes():
+    assert ce.stroke_curve("s", [[0.1, 2.0, -1.0]], 3, 0.0, 1.0).tolist() == [0.1, 1.0, 0.0]
+    with pytest.raises(ValueError, match="s: a stroke must give 3 values"):
+        ce.stroke_curve("s", [0.1, 0.2], 3, 0.0, 1.0)
+
+
+def test_quantize():
+    data, lo, hi = quantize(np.array([[-2.0, 0.0], [1.0, 2.0]]))
+    assert (lo, hi) == (-2.0, 2.0) and list(data) == [0, 128, 191, 255]
+
+
+def test_tone_codec_windowed_decode_is_exact_and_encode_inverts(model):
+    codec = playable(model).codec
+    assert isinstance(codec, ToneCodec) and codec.sample_rate >= 8000
+    assert codec.sample_rate / codec.hop == model.codec.sample_rate / model.codec.hop   # same frame rate
+    latent = torch.randn(FRAMES, CHANNELS) * 0.5
+    full = decode_window(codec, latent, 0, FRAMES, loop=True)
+    part = decode_window(codec, latent, 10, 20, loop=True)
+    assert torch.allclose(part, full[:, 10 * codec.hop:20 * codec.hop], atol=1e-5)
+    steady = torch.full((FRAMES, CHANNELS), 0.3)
+    back = codec.encode(codec.decode(steady[None]))[0]
+    assert torch.allclose(back[1:-1], steady[1:-1], atol=0.05)
+
+
+def test_lab_command():
+    cmd = lab.command(lab.default_notebooks(), 8899, "abc", open_browser=False, is_root=True)
+    assert "--ip=127.0.0.1" in cmd and "--IdentityProvider.token=abc" in cmd and "--allow-root" in cmd
+    assert "--no-browser" in cmd and any("01_play.ipynb" in c for c in cmd)
+    assert "--allow-root" not in lab.command(lab.default_notebooks(), 8899, "abc", True, False)
+    assert lab.main(["--dry-run", "--no-browser", "--port", "8899"]) == 0

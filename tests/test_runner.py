@@ -1,0 +1,149 @@
+"""The runner: tick thread, asyncio facade, pause/resume, error recovery, version tagging."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from demon_nb.instrument.player import Patch
+from demon_nb.instrument.runner import Runner
+from demon_nb.models import load
+
+FRAMES, CHANNELS = 16, 4
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class FlakyDenoiser:
+    """Raises while ``failing`` is set; otherwise the wrapped denoiser."""
+
+    def __init__(self, inner):
+        self.inner, self.channels = inner, inner.channels
+        self.failing = threading.Event()
+
+    def velocity(self, x, t, cond):
+        if self.failing.is_set():
+            raise RuntimeError("injected failure")
+        return self.inner.velocity(x, t, cond)
+
+    def collate(self, conds, contexts):
+        return self.inner.collate(conds, contexts)
+
+    def unconditional(self):
+        return self.inner.unconditional()
+
+
+@pytest.fixture
+def model():
+    return load("analytic", frames=FRAMES, channels=CHANNELS)
+
+
+@pytest.fixture
+def runner(model):
+    r = Runner(model, depth=2, steps=4, max_ticks_per_s=200)
+    yield r
+    r.stop()
+
+
+def test_ticks_continue_while_the_main_thread_sleeps(runner):
+    runner.start()
+    assert wait_until(lambda: runner.ring.tick_count > 0)
+    before = runner.ring.tick_count
+    time.sleep(0.5)                          # a blocking cell
+    assert runner.ring.tick_count >= before + 10
+    assert runner.alive and threading.current_thread() is threading.main_thread()
+
+
+def test_await_completion(runner):
+    runner.start()
+    completion = asyncio.run(asyncio.wait_for(runner.completion(), 10))
+    assert tuple(completion.latent.shape) == (FRAMES, CHANNELS)
+    assert completion.request.version == runner.controls.version
+    assert not runner._consumers                # the consumer is removed afterwards
+
+
+def test_async_for_patches(runner):
+    async def take(n):
+        out = []
+        async for patch in runner.patches():
+            out.append(patch)
+            if len(out) == n:
+                break
+        return out
+
+    runner.start()
+    patches = asyncio.run(asyncio.wait_for(take(3), 10))
+    assert len(patches) == 3 and all(isinstance(p, Patch) for p in patches)
+    ids = [p.completion_id for p in patches]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert all(p.pcm.shape[0] == runner.model.codec.audio_channels and p.pcm.dtype == np.float32 for p in patches)
+
+
+def test_pause_and_resume(runner):
+    runner.start()
+    assert wait_until(lambda: runner.ring.tick_count > 2)
+    runner.pause()
+    time.sleep(0.2)                            # let a tick in progress finish
+    paused_at = runner.ring.tick_count
+    time.sleep(0.3)
+    assert runner.paused and runner.ring.tick_count == paused_at
+    runner.resume()
+    assert wait_until(lambda: runner.ring.tick_count > paused_at + 5)
+    runner.stop()
+    assert not runner.alive
+
+
+def test_an_exception_in_the_denoiser_surfaces_and_the_stream_recovers(model):
+    flaky = FlakyDenoiser(model.denoiser)
+    runner = Runner(dataclasses.replace(model, denoiser=flaky), depth=2, steps=4, max_ticks_per_s=200)
+    seen = []
+    runner.on_error(seen.append)
+    try:
+        runner.start()
+        assert wait_until(lambda: runner.completions >= 1)
+        flaky.failing.set()
+        assert wait_until(lambda: len(runner.errors) >= 3)
+        flaky.failing.clear()
+        after = runner.completions
+        assert wait_until(lambda: runner.completions >= after + 3)
+        assert runner.alive
+        assert "injected failure" in runner.errors[0].message and "RuntimeError" in runner.errors[0].message
+        assert seen and seen[0] is runner.errors[0]
+        assert runner.metrics()["errors"] == len(runner.errors)
+    finally:
+        runner.stop()
+
+
+def test_patches_are_tagged_with_the_versions_they_were_rendered_under(runner):
+    patches: list[Patch] = []
+    runner.on_patch(patches.append)
+    runner.start()
+    assert wait_until(lambda: len(patches) >= 2)
+    first = patches[0].versions
+    state_v = runner.set("velocity_scale", 1.3)
+    submission_v = runner.set("denoise", 0.5)
+    assert state_v > first["state"] and submission_v > first["submission"]
+    assert wait_until(lambda: any(p.versions["state"] >= state_v and p.versions["submission"] >= submission_v
+                                  for p in list(patches)))
+    states = [p.versions["state"] for p in patches]
+    assert states == sorted(states)            # versions only go forward
+    assert any(p.versions["state"] < state_v for p in patches)
+
+
+def test_metrics(runner):
+    runner.start()
+    assert wait_until(lambda: runner.completions >= 4)
+    m = runner.metrics()
+    assert m["tick_ms"] > 0 and m["completions"] >= 4 and m["depth"] == 2 and m["steps"] == 4

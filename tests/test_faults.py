@@ -5,6 +5,7 @@ import time
 
 import pytest
 from jupyter_client.manager import start_new_kernel
+from wrappers import DenoiserWrapper
 
 
 @pytest.fixture(scope="module")
@@ -68,24 +69,19 @@ def test_music_continues_through_a_blocking_cell_and_a_keyboard_interrupt(kernel
     assert stopped["stdout"].strip() == "False"
 
 
-class Flaky:
-    """The analytic denoiser, raising on every third forward or returning NaN on every seventh."""
+class Flaky(DenoiserWrapper):
+    """Raises on every third forward, returns NaN on every seventh."""
 
     def __init__(self, inner):
-        self.inner, self.channels, self.calls = inner, inner.channels, 0
+        super().__init__(inner)
+        self.calls = 0
 
     def velocity(self, x, t, cond):
         self.calls += 1
         if self.calls % 3 == 0:
             raise RuntimeError("injected fault")
-        v = self.inner.velocity(x, t, cond)
+        v = super().velocity(x, t, cond)
         return v * float("nan") if self.calls % 7 == 0 else v
-
-    def collate(self, conds, contexts):
-        return self.inner.collate(conds, contexts)
-
-    def unconditional(self):
-        return self.inner.unconditional()
 
 
 def test_injected_tick_faults_are_reported_and_playback_goes_on():

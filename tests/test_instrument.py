@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import threading
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from demon_nb.instrument.instrument import Instrument, ToneCodec, make_instrumen
 from demon_nb.instrument.views import LatencyTracker, quantize
 from demon_nb import lab
 from demon_nb.models import load
+from wrappers import FailingDenoiser
 
 FRAMES, CHANNELS = 32, 4
 
@@ -32,22 +32,6 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
-
-
-class FlakyDenoiser:
-    def __init__(self, inner):
-        self.inner, self.channels, self.failing = inner, inner.channels, threading.Event()
-
-    def velocity(self, x, t, cond):
-        if self.failing.is_set():
-            raise RuntimeError("injected failure")
-        return self.inner.velocity(x, t, cond)
-
-    def collate(self, conds, contexts):
-        return self.inner.collate(conds, contexts)
-
-    def unconditional(self):
-        return self.inner.unconditional()
 
 
 @pytest.fixture
@@ -138,7 +122,7 @@ def test_views_refresh_off_the_tick_thread(inst):
 
 
 def test_tick_errors_show_in_the_ui(model):
-    flaky = FlakyDenoiser(model.denoiser)
+    flaky = FailingDenoiser(model.denoiser)
     inst = Instrument(dataclasses.replace(model, denoiser=flaky), depth=2, steps=4, max_ticks_per_s=100, microphone=False)
     try:
         assert wait_until(lambda: inst.runner.completions >= 1)

@@ -4,6 +4,7 @@ import time
 
 from demon_nb.instrument.runner import Runner, realtime_warning
 from demon_nb.models import load
+from wrappers import DenoiserWrapper
 
 
 def test_warning_only_past_the_budget():
@@ -13,21 +14,12 @@ def test_warning_only_past_the_budget():
     assert realtime_warning(400.0, 50.0, 8, samples=3) is None  # not enough measurements yet
 
 
-class SlowDenoiser:
-    """The analytic denoiser, slowed down to 300 ms per forward."""
-
-    def __init__(self, inner):
-        self.inner, self.channels = inner, inner.channels
+class SlowDenoiser(DenoiserWrapper):
+    """Slowed down to 300 ms per forward."""
 
     def velocity(self, x, t, cond):
         time.sleep(0.3)
-        return self.inner.velocity(x, t, cond)
-
-    def collate(self, conds, contexts):
-        return self.inner.collate(conds, contexts)
-
-    def unconditional(self):
-        return self.inner.unconditional()
+        return super().velocity(x, t, cond)
 
 
 def test_slow_model_raises_the_warning_in_metrics():

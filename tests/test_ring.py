@@ -7,25 +7,21 @@ from demon_nb.engine.identity import max_abs_diff
 from demon_nb.engine.request import Condition, Request
 from demon_nb.engine.ring import Ring
 from demon_nb.models.analytic import AnalyticDenoiser
+from wrappers import DenoiserWrapper
 
 T, C = 16, 4
 
 
-class Counting:
-    """Wraps a denoiser and records the batch size of every forward."""
+class Counting(DenoiserWrapper):
+    """Records the batch size of every forward."""
 
     def __init__(self, inner):
-        self.inner, self.channels, self.calls = inner, inner.channels, []
+        super().__init__(inner)
+        self.calls = []
 
     def velocity(self, x, t, cond):
         self.calls.append(x.shape[0])
-        return self.inner.velocity(x, t, cond)
-
-    def collate(self, conds, contexts):
-        return self.inner.collate(conds, contexts)
-
-    def unconditional(self):
-        return self.inner.unconditional()
+        return super().velocity(x, t, cond)
 
 
 @pytest.fixture

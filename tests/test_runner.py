@@ -13,6 +13,7 @@ import pytest
 from demon_nb.instrument.player import Patch
 from demon_nb.instrument.runner import Runner
 from demon_nb.models import load
+from wrappers import FailingDenoiser
 
 FRAMES, CHANNELS = 16, 4
 
@@ -24,25 +25,6 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
-
-
-class FlakyDenoiser:
-    """Raises while ``failing`` is set; otherwise the wrapped denoiser."""
-
-    def __init__(self, inner):
-        self.inner, self.channels = inner, inner.channels
-        self.failing = threading.Event()
-
-    def velocity(self, x, t, cond):
-        if self.failing.is_set():
-            raise RuntimeError("injected failure")
-        return self.inner.velocity(x, t, cond)
-
-    def collate(self, conds, contexts):
-        return self.inner.collate(conds, contexts)
-
-    def unconditional(self):
-        return self.inner.unconditional()
 
 
 @pytest.fixture
@@ -106,7 +88,7 @@ def test_pause_and_resume(runner):
 
 
 def test_an_exception_in_the_denoiser_surfaces_and_the_stream_recovers(model):
-    flaky = FlakyDenoiser(model.denoiser)
+    flaky = FailingDenoiser(model.denoiser)
     runner = Runner(dataclasses.replace(model, denoiser=flaky), depth=2, steps=4, max_ticks_per_s=200)
     seen = []
     runner.on_error(seen.append)

@@ -1,0 +1,32 @@
+"""Denoiser wrappers for tests: delegate the protocol, override what the test injects."""
+
+import threading
+
+
+class DenoiserWrapper:
+    """Delegates ``velocity``, ``collate``, ``unconditional`` and ``channels`` to ``inner``."""
+
+    def __init__(self, inner):
+        self.inner, self.channels = inner, inner.channels
+
+    def velocity(self, x, t, cond):
+        return self.inner.velocity(x, t, cond)
+
+    def collate(self, conds, contexts):
+        return self.inner.collate(conds, contexts)
+
+    def unconditional(self):
+        return self.inner.unconditional()
+
+
+class FailingDenoiser(DenoiserWrapper):
+    """Raises ``RuntimeError("injected failure")`` while ``failing`` is set."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.failing = threading.Event()
+
+    def velocity(self, x, t, cond):
+        if self.failing.is_set():
+            raise RuntimeError("injected failure")
+        return super().velocity(x, t, cond)

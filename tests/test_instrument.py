@@ -308,3 +308,18 @@ def test_lab_command():
     assert "--no-browser" in cmd and any("01_play.ipynb" in c for c in cmd)
     assert "--allow-root" not in lab.command(lab.default_notebooks(), 8899, "abc", True, False)
     assert lab.main(["--dry-run", "--no-browser", "--port", "8899"]) == 0
+
+
+def test_values_set_from_code_show_on_the_widgets(inst):
+    inst.set("velocity_scale", 1.2)
+    inst.set("seed", 42)
+    assert inst.panel.widgets["velocity_scale"].value == 1.2
+    assert inst.panel.widgets["seed"].value == "42"
+    inst.set("velocity_scale", [1.0] * inst.model.frames)  # a curve leaves the slider alone
+    assert inst.panel.widgets["velocity_scale"].value == 1.2
+
+
+def test_wait_completion_blocks_until_the_next_one(inst):
+    first = inst.wait_completion(timeout=30)
+    second = inst.wait_completion(timeout=30)
+    assert second is not first and second.finished_tick > first.finished_tick

@@ -133,17 +133,17 @@ def test_lead_estimator_adapts_and_clamps():
     est = LeadEstimator(initial_s=0.3, margin_s=0.01, min_s=0.02, max_s=1.0)
     assert est.seconds == pytest.approx(0.3)
     for _ in range(20):
-        est.observe(0.05, 0.03, 0.02)
+        est.observe(0.08, 0.02)
     assert est.seconds == pytest.approx(0.11)
     for _ in range(20):
-        est.observe(0.05, 0.2, 0.05)
+        est.observe(0.25, 0.05)
     assert est.seconds == pytest.approx(0.31)
     for _ in range(5):
-        est.observe(5.0, 5.0, 5.0)
+        est.observe(5.0, 10.0)
     assert est.seconds == 1.0
     assert est.samples(48000) == 48000
     with pytest.raises(ValueError, match="decode_s"):
-        est.observe(0.1, float("nan"), 0.0)
+        est.observe(float("nan"), 0.0)
 
 
 def test_extrapolate_playhead():

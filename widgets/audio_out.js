@@ -50,7 +50,7 @@ function initialize({ model, signal }) {
   const sampleRate = model.get("sample_rate");
   const channels = model.get("channels");
   const loopSamples = model.get("loop_samples");
-  const ctx = new AudioContext({ sampleRate, latencyHint: "playback" });
+  const ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
   const state = {
     ctx, ready: false, error: "", sampleRate: ctx.sampleRate, patchesReceived: 0,
     acks: 0, status: null, history: [], listeners: new Set(),

@@ -210,6 +210,8 @@ class Instrument:
         key = VERSION_KEYS.get(CONTROLS[name].klass)
         if key is not None:
             self.latency.wrote(key, version)
+        if getattr(self, "panel", None) is not None:
+            self.panel.reflect(name, value)
         return version
 
     def get(self, name: str) -> Any:
@@ -217,6 +219,10 @@ class Instrument:
 
     async def completion(self):
         return await self.runner.completion()
+
+    def wait_completion(self, timeout: float = 30.0):
+        """Block until the next completion (use this in notebook cells rather than ``await``)."""
+        return self.runner.wait_completion(timeout)
 
     def patches(self, maxsize: int = 16):
         return self.runner.patches(maxsize)

@@ -71,6 +71,7 @@ class ControlsPanel:
         self.errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self.widgets: dict[str, W.Widget] = {}
+        self._reflecting: set[str] = set()
         get = runner.controls.get
         f = lambda name, lo, hi, step, default: W.FloatSlider(  # noqa: E731
             value=min(hi, max(lo, _scalar(get(name), default))), min=lo, max=hi, step=step,
@@ -89,7 +90,8 @@ class ControlsPanel:
         self._add("steps", W.IntSlider(value=get("steps"), min=1, max=32, description="steps", continuous_update=False, **_wide()))
         self._add("depth", W.IntSlider(value=get("depth"), min=1, max=MAX_DEPTH, description="depth", continuous_update=False, **_wide()))
         shift = get("shift") if get("shift") is not None else runner.ring.shift
-        self._add("shift", W.FloatSlider(value=shift, min=0.5, max=10.0, step=0.1, description="shift", **_slider()))
+        # a grid that holds 3.0 exactly: a slider that rounds its initial value would echo a write
+        self._add("shift", W.FloatSlider(value=shift, min=0.5, max=10.0, step=0.25, description="shift", **_slider()))
         self._add("solver", W.ToggleButtons(options=["ode", "sde"], value=get("solver"), description="solver",
                                             style={"description_width": "130px", "button_width": "60px"}))
         self._add("gain", f("gain", 0.0, 2.0, 0.01, 1.0))
@@ -104,8 +106,26 @@ class ControlsPanel:
         self.widgets[name] = widget
         widget.observe(lambda change: self.apply(name, change["new"], convert), names="value")
 
+    def reflect(self, name: str, value: Any) -> None:
+        """Show a value written from code (``inst.set``) on its widget, without writing it again."""
+        widget = self.widgets.get(name)
+        if widget is None or not isinstance(value, (bool, int, float, str)):
+            return  # curves and latents have no single-widget view
+        shown = str(value) if isinstance(widget, W.Text) else value
+        if isinstance(widget, W.FloatSlider):
+            shown = min(widget.max, max(widget.min, float(value)))
+        self._reflecting.add(name)
+        try:
+            widget.value = shown
+        except Exception:  # a value this widget cannot show (e.g. out of its options): leave it
+            pass
+        finally:
+            self._reflecting.discard(name)
+
     def apply(self, name: str, value: Any, convert: Callable[[Any], Any] = lambda v: v) -> bool:
         """Write one control; on ValueError show it and return False (nothing else changes)."""
+        if name in self._reflecting:
+            return True
         try:
             self.write(name, convert(value))
         except ValueError as exc:

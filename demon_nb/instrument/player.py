@@ -147,8 +147,13 @@ def soft_limit(pcm: np.ndarray, threshold: float = 0.9) -> tuple[np.ndarray, int
 
 
 class LeadEstimator:
-    """Adaptive lead: ``quantile`` (p90) of the recent sums tick + decode +
-    transport, plus ``margin_s``, clamped to ``[min_s, max_s]``."""
+    """Adaptive lead: ``quantile`` (p90) of the recent sums decode + transport,
+    plus ``margin_s``, clamped to ``[min_s, max_s]``.
+
+    The window is planned after the tick that finished the completion, so the
+    lead only has to cover what happens after planning: the decode and the trip
+    to the worklet (measured as the send-to-ack round trip, an upper bound).
+    """
 
     def __init__(self, initial_s: float = 0.25, margin_s: float = 0.03, min_s: float = 0.02,
                  max_s: float = 2.0, quantile: float = 0.9, history: int = 32):
@@ -162,12 +167,12 @@ class LeadEstimator:
         self.min_s, self.max_s, self.quantile = float(min_s), float(max_s), float(quantile)
         self._sums: deque[float] = deque(maxlen=_positive_int("history", history))
 
-    def observe(self, tick_s: float, decode_s: float, transport_s: float) -> None:
-        parts = {"tick_s": tick_s, "decode_s": decode_s, "transport_s": transport_s}
+    def observe(self, decode_s: float, transport_s: float) -> None:
+        parts = {"decode_s": decode_s, "transport_s": transport_s}
         for name, value in parts.items():
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        self._sums.append(float(tick_s + decode_s + transport_s))
+        self._sums.append(float(decode_s + transport_s))
 
     @property
     def count(self) -> int:
@@ -241,7 +246,7 @@ class Player:
     The runner calls ``plan()`` when a completion is ready, decodes frames
     ``[a, b)`` (wrapped), then ``make_patch(a, pcm, versions, id, decode_s)``,
     sends it, and reports ``acked(id)`` when the browser confirms it; ``report``
-    feeds the browser's playhead; ``note_tick`` the tick time.
+    feeds the browser's playhead.
     """
 
     def __init__(self, loop_samples: int, hop: int, sample_rate: int = SAMPLE_RATE,
@@ -262,7 +267,6 @@ class Player:
         self.nonfinite = 0          # samples zeroed by sanitize
         self.limited = 0            # samples touched by the limiter
         self._playhead, self._reported_at, self._playing = 0, time.monotonic(), False
-        self._tick_s = 0.0
         self._pending: dict[int, tuple[float, float]] = {}   # id -> (sent_at, decode_s)
 
     @property
@@ -278,9 +282,6 @@ class Player:
         now = time.monotonic() if now is None else now
         return extrapolate_playhead(self._playhead, self._reported_at, now, self.sample_rate,
                                     self.loop_samples, self._playing)
-
-    def note_tick(self, tick_s: float) -> None:
-        self._tick_s = float(tick_s)
 
     def plan(self, now: float | None = None) -> tuple[int, int]:
         """Window ahead of the playhead; the whole loop until the mirror is filled."""
@@ -311,5 +312,5 @@ class Player:
             return None
         sent_at, decode_s = entry
         transport = max(0.0, (time.monotonic() if now is None else now) - sent_at)
-        self.lead.observe(self._tick_s, decode_s, transport)
+        self.lead.observe(decode_s, transport)
         return transport

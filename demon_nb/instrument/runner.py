@@ -71,6 +71,7 @@ class Runner:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._running = threading.Event()  # set = ticking, clear = paused
+        self._completed = threading.Condition()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> "Runner":
@@ -136,7 +137,6 @@ class Runner:
                 done = self.ring.tick()
                 tick_s = time.perf_counter() - started
                 self.tick_ms.append(tick_s * 1e3)
-                self.player.note_tick(tick_s)
                 if done:
                     self.completions += len(done)
                     now = time.monotonic()
@@ -145,7 +145,9 @@ class Runner:
                     if not bool(torch.isfinite(newest.latent).all()):
                         # stale, never silent: keep playing the last good version
                         raise FloatingPointError(f"completion {self.completions} is not finite; dropped")
-                    self.last_completion = newest
+                    with self._completed:
+                        self.last_completion = newest
+                        self._completed.notify_all()
                     self._publish(self._render(newest), newest)
             return done
         except Exception as exc:  # the instrument keeps playing: record, tell the UI, go on
@@ -176,6 +178,15 @@ class Runner:
                 loop.call_soon_threadsafe(_put_latest, queue, item)
             except RuntimeError:  # the consumer's loop is closed
                 self._remove_consumer(queue)
+
+    def wait_completion(self, timeout: float = 30.0) -> Completion:
+        """Block until the next completion (for plain cells: an ``await`` in a cell holds
+        back widget messages in ipykernel 7, a blocking wait does not)."""
+        with self._completed:
+            previous = self.last_completion
+            if not self._completed.wait_for(lambda: self.last_completion is not previous, timeout):
+                raise TimeoutError(f"no completion within {timeout} s (is the runner started and not paused?)")
+            return self.last_completion
 
     # -- asyncio facade -------------------------------------------------------------------------
     async def completion(self) -> Completion:

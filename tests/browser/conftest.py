@@ -5,162 +5,48 @@ port, token, temp root; its whole process group is stopped at the end),
 ``browser`` (session; Chromium from /usr/bin/chromium), ``page`` (one tab), and
 ``lab`` (helpers: write/open a notebook, wait for the kernel, run all cells,
 run one new cell, read JS state). Skips with a reason when Chromium or
-Playwright is missing.
+Playwright is missing. The server/browser code lives in ``demon_nb.bench._browser``
+(shared with ``python -m demon_nb bench ear``).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-]
+from demon_nb.bench._browser import CHROMIUM, CHROMIUM_ARGS, Lab as _Lab, LabServer, chromium, lab_server as _lab_server
+from demon_nb.bench._browser import missing_reason, new_page
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "ARTIFACTS", "Lab", "LabServer"]
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = None
-    if not os.path.exists(CHROMIUM):
-        reason = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            reason = "python playwright is not installed (pip install playwright)"
+    reason = missing_reason()
     for item in items:
         if "browser" in item.keywords and reason:
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _descendants(pid: int) -> list[int]:
-    """All child processes of ``pid`` (kernels run in their own sessions)."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            todo += kids
-    return found
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop the server: SIGTERM its process group (it shuts its kernels down),
-    then SIGKILL the group and any descendant left (kernels have own sessions)."""
-    kids = _descendants(proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    for target in [proc.pid, *kids]:
-        try:
-            os.killpg(target, signal.SIGKILL) if target == proc.pid else os.kill(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    proc.wait(timeout=10)
-
-
-class LabServer:
-    def __init__(self, root: Path, port: int, token: str, proc: subprocess.Popen, log: Path):
-        self.root, self.port, self.token, self.proc, self.log = root, port, token, proc, log
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def api(self, path: str):
-        req = urllib.request.Request(f"{self.base}{path}", headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read())
-
-    def url(self, path: str) -> str:
-        # ?reset: start from an empty workspace (no tabs restored from earlier tests)
-        return f"{self.base}/lab/tree/{path}?reset&token={self.token}"
-
-
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("jupyterlab")
-    root, settings = base / "root", base / "settings" / "@jupyterlab" / "apputils-extension"
-    root.mkdir()
-    settings.mkdir(parents=True)
-    # no news / update toasts over the notebook
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"), PYTHONUNBUFFERED="1")
-    port, token = _free_port(), os.urandom(16).hex()
-    log = base / "server.log"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-           f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    server = LabServer(root, port, token, proc, log)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited: {log.read_text()[-2000:]}")
-            try:
-                server.api("/api/status")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter lab did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.5)
+    with _lab_server(tmp_path_factory.mktemp("jupyterlab")) as server:
         yield server
-    finally:
-        _stop_group(proc)
 
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
-    try:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
-    finally:
-        pw.stop()
 
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    p = context.new_page()
-    p.set_default_timeout(60_000)
-    p.console_log = []          # browser console lines, for failure messages
-    p.on("console", lambda m: p.console_log.append(f"{m.type}: {m.text}"))
-    p.on("pageerror", lambda e: p.console_log.append(f"pageerror: {e}"))
+    p = new_page(browser)
     yield p
-    context.close()
+    p.context.close()
 
 
 @pytest.fixture(scope="session")
@@ -169,108 +55,15 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-class Lab:
-    """Drive notebooks in the page through JupyterLab's own commands (window.jupyterapp)."""
+class Lab(_Lab):
+    """:class:`demon_nb.bench._browser.Lab` saving a screenshot to tests/artifacts on a timeout."""
 
     def __init__(self, server: LabServer, page):
-        self.server, self.page = server, page
-
-    def write_notebook(self, name: str, cells: list[str]) -> Path:
-        import nbformat
-
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        path = self.server.root / name
-        nbformat.write(nb, path)
-        return path
-
-    def copy_notebook(self, src: Path) -> Path:
-        return Path(shutil.copy(src, self.server.root / Path(src).name))
-
-    def eval(self, expr: str, arg=None):
-        return self.page.evaluate(expr, arg)
-
-    def wait_for(self, expr: str, timeout: float = 60, arg=None, describe: str | None = None):
-        """Poll a JS expression until truthy; returns its value. On timeout the
-        error shows ``describe`` (a JS expression) and the browser console."""
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-        try:
-            self.page.wait_for_function(expr, arg=arg, timeout=timeout * 1000, polling=100)
-        except PlaywrightTimeout:
-            ARTIFACTS.mkdir(exist_ok=True)
-            self.page.screenshot(path=str(ARTIFACTS / "browser_timeout.png"))
-            state = self.eval(describe) if describe else None
-            console = "\n".join(self.page.console_log[-30:])
-            raise AssertionError(f"timed out after {timeout} s waiting for {expr}\n"
-                                 f"state: {state}\nconsole:\n{console}") from None
-        return self.eval(expr, arg)
-
-    def open(self, name: str) -> None:
-        self.page.goto(self.server.url(name))
-        self.page.wait_for_selector(".jp-Notebook", state="visible")
-        self.wait_for("""() => { const w = window.jupyterapp?.shell.currentWidget;
-            const k = w?.sessionContext?.session?.kernel;
-            return !!(w && w.content && k && k.status === 'idle' && k.connectionStatus === 'connected'); }""",
-                      timeout=90)
-
-    def kernel_idle(self, timeout: float = 60) -> None:
-        """Wait until no code cell is pending ([*]) and the kernel is idle."""
-        self.wait_for("""() => { const w = window.jupyterapp.shell.currentWidget;
-            const pending = w.content.widgets.some(c => c.model.type === 'code' && c.promptNode
-                && c.promptNode.textContent.includes('*'));
-            return !pending && w.sessionContext.session.kernel.status === 'idle'; }""", timeout=timeout)
-
-    def command(self, name: str) -> None:
-        """Fire a JupyterLab command without awaiting it (a dialog must not hang the test)."""
-        self.eval("(name) => { window.jupyterapp.commands.execute(name); return true; }", name)
-
-    def save(self, timeout: float = 30) -> None:
-        self.command("docmanager:save")
-        self.wait_for("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=timeout)
-
-    def run_all(self, timeout: float = 120) -> None:
-        self.command("notebook:run-all-cells")
-        self.wait_for("""() => window.jupyterapp.shell.currentWidget.content.widgets.every(
-            c => c.model.type !== 'code' || c.model.executionCount !== null)""", timeout=timeout)
-        self.kernel_idle(timeout)
-
-    def run_new_cell(self, code: str, wait: bool = True, timeout: float = 60) -> int:
-        """Append a cell with ``code`` at the end, run it; returns its index."""
-        index = self.eval("""(code) => { const nb = window.jupyterapp.shell.currentWidget.content;
-            const i = nb.widgets.length;
-            nb.model.sharedModel.insertCell(i, {cell_type: 'code', source: code});
-            nb.activeCellIndex = i;
-            return i; }""", code)
-        self.wait_for("(i) => window.jupyterapp.shell.currentWidget.content.activeCellIndex === i", arg=index)
-        self.command("notebook:run-cell")
-        if wait:
-            self.wait_for("""(i) => window.jupyterapp.shell.currentWidget.content.widgets[i]
-                .model.executionCount !== null""", timeout=timeout, arg=index)
-            self.kernel_idle(timeout)
-        return index
-
-    def output_text(self, index: int) -> str:
-        """Concatenated stream/text outputs of cell ``index``."""
-        outputs = self.eval("""(i) => window.jupyterapp.shell.currentWidget.content.widgets[i]
-            .model.outputs.toJSON()""", index)
-        parts = []
-        for o in outputs:
-            if o.get("output_type") == "stream":
-                parts.append("".join(o["text"]) if isinstance(o["text"], list) else o["text"])
-            elif o.get("output_type") in ("execute_result", "display_data"):
-                parts.append(str(o.get("data", {}).get("text/plain", "")))
-            elif o.get("output_type") == "error":
-                parts.append(f"{o['ename']}: {o['evalue']}")
-        return "".join(parts)
+        super().__init__(server, page, artifacts=ARTIFACTS)
 
 
 @pytest.fixture
 def lab(lab_server, page):
     yield Lab(lab_server, page)
     # shut the notebook's kernel down so the next test starts clean
-    for session in lab_server.api("/api/sessions"):
-        req = urllib.request.Request(f"{lab_server.base}/api/sessions/{session['id']}", method="DELETE",
-                                     headers={"Authorization": f"token {lab_server.token}"})
-        urllib.request.urlopen(req, timeout=10).close()
+    lab_server.shutdown_sessions()

@@ -1,0 +1,211 @@
+"""``python -m demon_nb bench ear --json``: control-to-ear latency, measured in a real browser.
+
+Starts JupyterLab on loopback and headless Chromium, opens ``notebooks/01_play.ipynb``,
+runs all cells, types a prompt B (so the A/B blend is audible), then moves a step-class
+control (velocity scale) and a submission-class control (the A <-> B prompt blend, or
+``--submission-control shift``) ``--trials`` times each by clicking their slider tracks
+with the mouse.
+
+Latency of one input = ``heard_at(first heard version >= v) - t_input`` where
+
+- ``t_input``: the browser's pointerdown event time, ``performance.timeOrigin + event.timeStamp``;
+- ``v``: the smallest version the kernel assigned to the writes this input caused. A cell
+  the bench appends wraps ``inst.latency.wrote`` (the instrument's write-time hook: every
+  write of a step/submission control reports ``(key, version)`` there) to log
+  ``(key, version, time.time())``; a write belongs to the latest input before it;
+- ``heard_at``: epoch time the first sample of a patch rendered under version ``>= v``
+  reached the output (the worklet tags each patch region with its versions, the audio
+  widget converts the audio-context time with ``getOutputTimestamp``); a recorder in the
+  page logs every advance of ``heard.state`` / ``heard.submission``.
+
+Keys: step controls bump ``state`` (the shared per-step state version), submission
+controls ``submission`` (stamped on each request born). The breakdown splits each
+latency into ``to_kernel`` (input -> kernel write), ``to_patch`` (write -> first patch
+sent with the version: waiting for the tick, the tick(s), decode) and ``to_ear``
+(patch -> heard: transport plus the lead ahead of the playhead). ``silent_samples``:
+samples the worklet played as silence during the measurement (startup excluded; the
+startup count is ``silent_samples_startup``). All processes are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import _instrument_page as ui
+from ._browser import Lab, chromium, lab_server, missing_reason, new_page
+
+STEP = ("velocity_scale", "state")
+SUBMISSION = {"prompt_blend": ("prompt_blend", "submission"), "shift": ("shift", "submission")}
+PROMPT_B = "bright staccato bells, fast arpeggios"
+POSITIONS = (0.3, 0.7)          # slider track fractions clicked in turn (each click changes the value)
+
+LOGGER_CELL = """\
+import time as _ear_time
+_ear_log = {"writes": [], "patches": []}
+def _ear_wrote(key, version, at=None, _inner=inst.latency.wrote):
+    _ear_log["writes"].append([key, int(version), _ear_time.time()])
+    _inner(key, version, at)
+inst.latency.wrote = _ear_wrote
+inst.runner.on_patch(lambda p: _ear_log["patches"].append([p.created_at, {k: int(v) for k, v in p.versions.items()}]))
+"""
+
+
+def match_latencies(inputs: list[float], writes: list[tuple[int, float]], heard: list[tuple[int, float]],
+                    patches: list[tuple[int, float]] | None = None, skew_s: float = 0.05) -> list[dict]:
+    """Per input time (sorted), the latency to the first heard version >= its first write's version.
+
+    ``writes``: ``(version, t)``; ``heard``: ``(version, heard_at)`` in the order heard;
+    ``patches``: ``(version, sent_at)``. A write belongs to the latest input at or before
+    ``t + skew_s`` (kernel and browser clocks may differ by a few ms). Inputs with no write
+    or never heard are left out. Times in seconds; results in ms.
+    """
+    inputs = sorted(inputs)
+    if not inputs:
+        return []
+    first_version: dict[int, int] = {}
+    for version, t in writes:
+        i = int(np.searchsorted(inputs, t + skew_s, side="right")) - 1
+        if i >= 0:
+            first_version[i] = min(version, first_version.get(i, version))
+    results = []
+    for i, v in sorted(first_version.items()):
+        at = next((h_at for h_v, h_at in heard if h_v >= v), None)
+        if at is None:
+            continue
+        write_t = min(t for version, t in writes if version >= v)
+        row = {"version": v, "ms": (at - inputs[i]) * 1e3, "to_kernel_ms": (write_t - inputs[i]) * 1e3}
+        sent = next((p_t for p_v, p_t in (patches or []) if p_v >= v), None)
+        if sent is not None:
+            row["to_patch_ms"] = (sent - write_t) * 1e3
+            row["to_ear_ms"] = (at - sent) * 1e3
+        results.append(row)
+    return results
+
+
+def summarize(rows: list[dict]) -> dict:
+    """p50/p95 of the latency and p50 of each part of the breakdown (ms)."""
+    out: dict = {"n": len(rows)}
+    if not rows:
+        return out | {"p50_ms": None, "p95_ms": None}
+    ms = np.array([r["ms"] for r in rows])
+    out |= {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
+            "min_ms": round(float(ms.min()), 1), "max_ms": round(float(ms.max()), 1)}
+    for part in ("to_kernel_ms", "to_patch_ms", "to_ear_ms"):
+        values = [r[part] for r in rows if part in r]
+        if values:
+            out[f"{part[:-3]}_p50_ms"] = round(float(np.percentile(values, 50)), 1)
+    return out
+
+
+def run_trials(lab: Lab, name: str, key: str, trials: int, timeout_s: float, rng: random.Random) -> int:
+    """Click slider ``name`` ``trials`` times, each time waiting until a newer ``key`` version is heard."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    unheard = 0
+    for i in range(trials):
+        before = ui.heard_max(lab, key)
+        ui.click_slider(lab, name, POSITIONS[i % 2] + rng.uniform(-0.05, 0.05))
+        try:
+            lab.page.wait_for_function(f"(b) => ({ui.HEARD_MAX_JS})({json.dumps(key)}) > b", arg=before,
+                                       timeout=timeout_s * 1000, polling=20)
+        except PlaywrightTimeout:  # a write never heard is counted here and left out of the statistics
+            unheard += 1
+        lab.page.wait_for_timeout(rng.uniform(150, 600))   # de-phase from the tick and the loop
+    return unheard
+
+
+def measure(args) -> dict:
+    rng = random.Random(args.seed)
+    controls = {"step": STEP, "submission": SUBMISSION[args.submission_control]}
+    with tempfile.TemporaryDirectory(prefix="demon-ear-") as tmp, lab_server(Path(tmp)) as server, \
+            chromium() as browser:
+        page = new_page(browser, width=1280, height=1400)
+        lab = Lab(server, page)
+        startup = ui.open_instrument(lab, Path(args.notebook), run_timeout=args.timeout)
+        if controls["submission"][0] == "prompt_blend":
+            ui.type_text(lab, "prompt_b", PROMPT_B)
+            if lab.kernel_json("inst.get('prompt_b')") != PROMPT_B:
+                raise RuntimeError("prompt B typed in the page did not reach the kernel")
+        lab.run_new_cell(LOGGER_CELL)
+        ui.install_recorder(lab, [name for name, _ in controls.values()])
+        for name, _ in controls.values():
+            ui.slider_track(lab, name)                      # scrolled into view, present
+        start = ui.status(lab)
+        unheard = {klass: run_trials(lab, name, key, args.trials, args.trial_timeout, rng)
+                   for klass, (name, key) in controls.items()}
+        end = ui.status(lab)
+        latency = lab.eval("() => { const c = window.__demon_audio.latest.ctx; "
+                           "return 1000 * ((c.baseLatency || 0) + (c.outputLatency || 0)); }")
+        rec = lab.eval("() => window.__ear")
+        log = lab.kernel_json("{'writes': _ear_log['writes'], 'patches': _ear_log['patches'], 'model': inst.model.name,"
+                              " 'metrics': {k: v for k, v in inst.runner.metrics().items() if k != 'warning'}}")
+        if args.screenshot:
+            page.locator(".demon-instrument").first.screenshot(path=args.screenshot)
+        page.context.close()
+    if args.raw:
+        Path(args.raw).write_text(json.dumps({"recorder": rec, "kernel": log, "start": start, "end": end}))
+    result: dict = {}
+    for klass, (name, key) in controls.items():
+        inputs = [r["t"] for r in rec["inputs"] if r["name"] == name and r["type"] == "pointerdown"]
+        writes = [(v, t) for k, v, t in log["writes"] if k == key]
+        heard = [(r["version"], r["at"]) for r in rec["heard"] if r["key"] == key]
+        patches = [(versions[key], t) for t, versions in log["patches"] if key in versions]
+        rows = match_latencies(inputs, writes, heard, patches)
+        result[klass] = summarize(rows) | {"control": name, "inputs": len(inputs), "unheard": unheard[klass]}
+    metrics = log["metrics"]
+    result |= {
+        "silent_samples": int(end["silent"] - start["silent"]),
+        "silent_samples_startup": int(start["silent"]),
+        "skips": int(end["skips"] - start["skips"]),
+        "model": log["model"],
+        "tick_ms_p50": round(metrics["tick_ms"], 1), "decode_ms_p50": round(metrics["decode_ms"], 1),
+        "lead_ms": round(metrics["lead_ms"], 1), "depth": metrics["depth"], "steps": metrics["steps"],
+        "startup_rms": round(float(startup["rms"]), 4),
+        "audio_output_latency_ms": round(float(latency), 1),
+    }
+    return result
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demon_nb bench ear", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    parser.add_argument("--trials", type=int, default=24, help="slider moves per control class (default 24, >= 1)")
+    parser.add_argument("--trial-timeout", type=float, default=15.0, help="s to wait for a move to be heard")
+    parser.add_argument("--timeout", type=float, default=300.0, help="s to run the notebook's cells")
+    parser.add_argument("--notebook", default=str(ui.NOTEBOOK), help="notebook to play (default 01_play)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the click positions and pauses")
+    parser.add_argument("--screenshot", default=None, help="save a screenshot of the instrument here")
+    parser.add_argument("--submission-control", choices=sorted(SUBMISSION), default="prompt_blend",
+                        help="the submission-class slider moved (default prompt_blend)")
+    parser.add_argument("--raw", default=None, help="save the raw event logs (JSON) here")
+    args = parser.parse_args(argv)
+    if args.trials < 1:
+        parser.error(f"--trials: expected an integer >= 1, got {args.trials}")
+    if not Path(args.notebook).is_file():
+        parser.error(f"--notebook: {args.notebook} is not a file")
+    reason = missing_reason()
+    if reason:
+        print(json.dumps({"error": reason}))
+        return 1
+    started = time.monotonic()
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so the servers are stopped
+    try:
+        result = measure(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

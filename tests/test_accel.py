@@ -80,3 +80,17 @@ def test_tensorrt_matches_eager(dit, tmp_path):  # pragma: no cover - needs tens
 
 def test_backends_list():
     assert BACKENDS == ("eager", "compile", "onnx", "tensorrt")
+
+
+def test_mini_default_backend_matches_eager():
+    from demon_nb.models import load
+    from demon_nb.models.mini import DEFAULT_BACKEND
+
+    fast = load("mini")
+    eager = load("mini", backend="eager", text_encoder=fast.text_encoder)
+    assert fast.backends["denoiser"] == DEFAULT_BACKEND and eager.denoiser.backend == "eager"
+    cond = fast.text_encoder.encode("calm piano ballad in A minor, 80 bpm")
+    x = torch.randn(3, fast.frames, 64)
+    t = torch.tensor([0.9, 0.5, 0.1])
+    batch = fast.denoiser.collate([cond] * 3, [None] * 3)
+    assert (fast.denoiser.velocity(x, t, batch) - eager.denoiser.velocity(x, t, batch)).abs().max() < 1e-4

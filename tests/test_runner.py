@@ -27,6 +27,14 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
     return True
 
 
+
+def run_coroutine(coro):
+    """``asyncio.run`` on a fresh thread: a session-wide Playwright loop may own this thread's loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
 @pytest.fixture
 def model():
     return load("analytic", frames=FRAMES, channels=CHANNELS)
@@ -50,7 +58,7 @@ def test_ticks_continue_while_the_main_thread_sleeps(runner):
 
 def test_await_completion(runner):
     runner.start()
-    completion = asyncio.run(asyncio.wait_for(runner.completion(), 10))
+    completion = run_coroutine(asyncio.wait_for(runner.completion(), 10))
     assert tuple(completion.latent.shape) == (FRAMES, CHANNELS)
     assert completion.request.version == runner.controls.version
     assert not runner._consumers                # the consumer is removed afterwards
@@ -66,7 +74,7 @@ def test_async_for_patches(runner):
         return out
 
     runner.start()
-    patches = asyncio.run(asyncio.wait_for(take(3), 10))
+    patches = run_coroutine(asyncio.wait_for(take(3), 10))
     assert len(patches) == 3 and all(isinstance(p, Patch) for p in patches)
     ids = [p.completion_id for p in patches]
     assert ids == sorted(ids) and len(set(ids)) == 3

@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sweep", action="store_true")
     args = parser.parse_args(argv)
     model = load_model(args.model)
-    result = {"model": model.name, "backend": getattr(model, "backends", {"denoiser": "eager", "decode": "eager"}),
+    result = {"model": model.name, "backend": model.backends or {"denoiser": "eager", "decode": "eager"},
               "depth": args.depth, "steps": model.defaults.get("steps", 8), "seconds": args.seconds}
     result |= run_stream(model, args.seconds, args.depth)
     result |= {"rss_mb": round(rss_mb(), 1), "cpus": cpus(), "torch_threads": torch.get_num_threads()}

@@ -27,6 +27,7 @@ class Model:
     text_encoder: Any
     frames: int  # loop length in latent frames
     defaults: dict = field(default_factory=dict)  # steps, shift, cfg_mode, guidance_scale, ...
+    backends: dict = field(default_factory=dict)  # component -> demon_nb.accel backend
 
     @property
     def loop_seconds(self) -> float:

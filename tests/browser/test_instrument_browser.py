@@ -133,10 +133,8 @@ def test_screenshot(play, artifacts):
 FLOAT_SLIDERS = ("prompt_blend", "denoise", "source_blend", "velocity_scale", "guidance_scale", "shift", "gain")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "ipykernel 7 + ipywidgets 8: a widget update sent while a cell awaits (01_play's `await inst.completion()`) "
-    "never gets its idle status, so that widget never syncs again; the shift slider's initial value is off its "
-    "step grid, so its first render sends one. Runs last: it moves every slider."))
+# Runs last: it moves every slider. (An `await` in a cell once held back widget messages;
+# 01_play now waits with inst.wait_completion().)
 def test_every_slider_clicked_with_the_mouse_reaches_the_kernel(play):
     lab, _ = play
     shown = {}

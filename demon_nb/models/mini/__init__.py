@@ -1,0 +1,75 @@
+"""The built-in ``mini`` model: synth codec + small ACE-Step DiT + MiniLM text, trained on composer pieces.
+
+``load(**options) -> Model``; options: ``weights`` (folder with ``model.safetensors`` +
+``config.json``, default the shipped one), ``random_init`` (untrained weights, the
+benchmark baseline), ``seed`` (for ``random_init``), ``threads`` (torch CPU threads).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+FRAMES = 250
+# `python -m demon_nb bench backends` on the 2-core CPU machine: compile 8.5 ms, onnx 10.7 ms, eager 14.6 ms
+# per depth-4 forward; compile needs 13-33 s at every start (breaking the 5 s load contract), onnx 8 s once
+# per machine (the export is cached on disk), so onnx is the fastest backend that keeps a live start.
+DEFAULT_BACKEND = "onnx"
+DEFAULTS = {"steps": 8, "shift": 3.0, "cfg_mode": "residual-self", "guidance_scale": 2.0, "guidance_kind": "cfg"}
+
+
+def load_net(weights: str | Path | None = None, random_init: bool = False, seed: int = 0):
+    """``(MiniNet, config dict)`` from ``weights/config.json`` + ``model.safetensors``."""
+    from safetensors.torch import load_file
+
+    from .denoiser import DEFAULT_CONFIG, MiniNet
+
+    folder = Path(weights) if weights is not None else WEIGHTS_DIR
+    config_path, model_path = folder / "config.json", folder / "model.safetensors"
+    if random_init:
+        config = json.loads(config_path.read_text())["dit"] if config_path.is_file() else dict(DEFAULT_CONFIG)
+        torch.manual_seed(seed)
+        return MiniNet(config), {"dit": config, "random_init": True}
+    if not model_path.is_file() or not config_path.is_file():
+        raise ValueError(f"weights: {folder} has no model.safetensors + config.json; "
+                         "create them with `python -m demon_nb train-mini`")
+    config = json.loads(config_path.read_text())
+    net = MiniNet(config["dit"])
+    state = load_file(str(model_path))
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"weights: {model_path} does not match config.json (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    return net, config
+
+
+def load(weights: str | Path | None = None, random_init: bool = False, seed: int = 0, threads: int | None = None,
+         text_encoder=None, backend: str = DEFAULT_BACKEND, **defaults):
+    """The mini model bundle; extra keyword arguments override the sampler ``defaults``."""
+    from demon_nb.models import Model
+
+    from .codec import SynthCodec
+    from .denoiser import MiniDenoiser
+    from .text import MiniLMTextEncoder
+
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads: expected a positive int, got {threads!r}")
+        torch.set_num_threads(threads)
+    unknown = set(defaults) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"options: unknown {sorted(unknown)}; expected weights, random_init, seed, threads, "
+                         f"text_encoder or one of {sorted(DEFAULTS)}")
+    net, config = load_net(weights, random_init, seed)
+    if text_encoder is None:
+        pinned = config.get("text_encoder", {}).get("sha256")
+        text_encoder = MiniLMTextEncoder(expected_sha256=pinned) if pinned else MiniLMTextEncoder()
+    text = text_encoder
+    denoiser = MiniDenoiser(net, text.encode(""))
+    if backend != "eager":
+        denoiser.use_backend(backend, FRAMES)
+    return Model(name="mini", denoiser=denoiser, codec=SynthCodec(), text_encoder=text, frames=FRAMES,
+                 defaults=dict(DEFAULTS, **defaults), backends={"denoiser": backend, "decode": "eager", "encode": "eager"})

@@ -1,0 +1,153 @@
+"""The mini denoiser: diffusers' ``AceStepTransformer1DModel`` with a small config.
+
+Same forward as ACE-Step 1.5: ``hidden_states [B, T, 64]``, ``timestep`` = ``timestep_r`` = t,
+``context_latents [B, T, 128]`` = source latent (64) + chunk mask (64, 1 = source
+present), ``encoder_hidden_states`` = MiniLM token states projected 384 -> width by
+a small learned projection (``TextProjection``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .text import MAX_TOKENS, WIDTH
+
+CHANNELS = 64
+DEFAULT_CONFIG = {
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "in_channels": 3 * CHANNELS,
+    "audio_acoustic_hidden_dim": CHANNELS,
+    "patch_size": 2,
+    "sliding_window": 64,
+    "encoder_hidden_size": 128,
+}
+
+
+def dit_class():
+    """diffusers' ``AceStepTransformer1DModel``, imported without running
+    ``diffusers/models/transformers/__init__.py`` (which imports every DiT in diffusers
+    and dominates the load time); falls back to the normal import."""
+    name = "diffusers.models.transformers.ace_step_transformer"
+    if name in sys.modules:
+        return sys.modules[name].AceStepTransformer1DModel
+    try:
+        import diffusers.models  # noqa: F401 - parent package (lazy)
+
+        root = Path(importlib.util.find_spec("diffusers").submodule_search_locations[0])
+        spec = importlib.util.spec_from_file_location(name, root / "models" / "transformers" / "ace_step_transformer.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module.AceStepTransformer1DModel
+    except Exception:  # noqa: BLE001 - layout changed: take the public import
+        sys.modules.pop(name, None)
+        from diffusers import AceStepTransformer1DModel
+
+        return AceStepTransformer1DModel
+
+
+class TextProjection(nn.Module):
+    """``LayerNorm(384) -> Linear(384, width)``: MiniLM states to the DiT's condition width."""
+
+    def __init__(self, width: int, text_width: int = WIDTH) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(text_width)
+        self.linear = nn.Linear(text_width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(h))
+
+
+class MiniNet(nn.Module):
+    """DiT + text projection; ``forward(x, t, text, context) -> v``."""
+
+    def __init__(self, config: dict | None = None) -> None:
+        super().__init__()
+        self.config = dict(DEFAULT_CONFIG, **(config or {}))
+        self.dit = dit_class()(**self.config)
+        self.text_proj = TextProjection(self.config["encoder_hidden_size"])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        out = self.dit(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=self.text_proj(text),
+                       context_latents=context, return_dict=False)
+        return out[0]
+
+
+def make_context(source: torch.Tensor | None, frames: int, channels: int = CHANNELS) -> torch.Tensor:
+    """``[T, 2C]`` context: ``cat(source, mask)``; no source -> zeros (mask 0)."""
+    if source is None:
+        return torch.zeros(frames, 2 * channels)
+    source = torch.as_tensor(source, dtype=torch.float32)
+    if source.ndim == 3 and source.shape[0] == 1:
+        source = source[0]
+    if source.ndim != 2 or source.shape[0] != frames or source.shape[1] not in (channels, 2 * channels):
+        raise ValueError(f"context: expected [T={frames}, {channels}] (source) or [T, {2 * channels}] "
+                         f"(source + mask), got {tuple(source.shape)}")
+    if source.shape[1] == 2 * channels:
+        return source
+    return torch.cat([source, torch.ones_like(source)], dim=-1)
+
+
+class MiniDenoiser:
+    """Denoiser protocol around :class:`MiniNet` (velocity ``v = eps - x0``, t = 1 noise)."""
+
+    channels = CHANNELS
+
+    def __init__(self, net: MiniNet, unconditional: torch.Tensor) -> None:
+        self.net = net.eval()
+        self.dtype = next(net.parameters()).dtype
+        self.forward = self.net  # the network call; ``use_backend`` swaps it
+        self.backend = "eager"
+        self._uncond = unconditional
+
+    def use_backend(self, backend: str, frames: int, batch: int = 4) -> None:
+        """Run the network on ``backend`` (``demon_nb.accel``: eager, compile, onnx, tensorrt)."""
+        from demon_nb.accel import accelerate
+
+        example = (torch.zeros(batch, frames, CHANNELS), torch.ones(batch),
+                   self._uncond.unsqueeze(0).expand(batch, -1, -1).contiguous().float(),
+                   torch.zeros(batch, frames, 2 * CHANNELS))
+        self.forward = accelerate(self.net, example, backend, max_batch=64)
+        self.backend = backend
+
+    def unconditional(self) -> torch.Tensor:
+        """MiniLM states of the empty prompt (what condition dropout trained on)."""
+        return self._uncond
+
+    def collate(self, conds: Sequence[Any], contexts: Sequence[torch.Tensor | None]) -> dict:
+        if len(conds) != len(contexts):
+            raise ValueError(f"contexts: expected one per condition ({len(conds)}), got {len(contexts)}")
+        if not conds:
+            raise ValueError("conds: expected at least one condition")
+        texts = []
+        for c in conds:
+            c = torch.as_tensor(c, dtype=torch.float32)
+            if c.shape != (MAX_TOKENS, WIDTH):
+                raise ValueError(f"conds: expected MiniLM states [{MAX_TOKENS}, {WIDTH}], got {tuple(c.shape)}")
+            texts.append(c)
+        return {"text": torch.stack(texts), "contexts": list(contexts)}
+
+    @torch.no_grad()
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[-1] != CHANNELS:
+            raise ValueError(f"x: expected [B, T, {CHANNELS}], got {tuple(x.shape)}")
+        b, frames, _ = x.shape
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1).expand(b) if torch.as_tensor(t).numel() == 1 else t
+        text = cond["text"]
+        if text.shape[0] != b:
+            raise ValueError(f"cond: batch of {text.shape[0]} conditions for {b} rows")
+        ctx = torch.stack([make_context(c, frames) for c in cond["contexts"]]).to(x)
+        dtype = self.dtype
+        v = self.forward(x.to(dtype), t.to(dtype), text.to(dtype), ctx.to(dtype))
+        return v.to(x.dtype)

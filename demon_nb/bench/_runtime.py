@@ -23,8 +23,8 @@ def cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def load_model(name: str):
-    return load(name)
+def load_model(name: str, **options):
+    return load(name, **options)
 
 
 def percentile(values, q: float) -> float:

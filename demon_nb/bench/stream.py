@@ -52,12 +52,13 @@ def run_stream(model, seconds: float, depth: int) -> dict:
     }
 
 
-def tick_sweep(model, depths=(1, 2, 4, 8), loops_s=(5, 10, 20, 40), ticks: int = 24) -> dict:
-    """Tick time against depth (model's loop) and against loop length (depth 4)."""
+def tick_sweep(model, loop_model, depths=(1, 2, 4, 8), loops_s=(5, 10, 20, 40), ticks: int = 24) -> dict:
+    """Tick time against depth (model's loop) and against loop length (depth 4, on ``loop_model``:
+    an exported network has a fixed loop length, so that sweep runs eager)."""
     cond = model.text_encoder.encode(PROMPT if model.name != "analytic" else "1")
     frames_per_s = model.codec.sample_rate / model.codec.hop
 
-    def time_ring(depth: int, frames: int) -> float:
+    def time_ring(depth: int, frames: int, model=model) -> float:
         ring = Ring(model.denoiser, frames=frames, channels=model.denoiser.channels, depth=depth, steps=8, stagger=False)
         births = iter(range(10**9))
         ring.feed = lambda: Request(cond=cond, seed=next(births))
@@ -71,7 +72,8 @@ def tick_sweep(model, depths=(1, 2, 4, 8), loops_s=(5, 10, 20, 40), ticks: int =
 
     return {
         "depth": {str(d): time_ring(d, model.frames) for d in depths},
-        "loop_s": {str(s): time_ring(4, int(round(s * frames_per_s))) for s in loops_s},
+        "loop_s": {str(s): time_ring(4, int(round(s * frames_per_s)), loop_model) for s in loops_s},
+        "loop_s_backend": (loop_model.backends or {}).get("denoiser", "eager"),
     }
 
 
@@ -89,6 +91,7 @@ def main(argv: list[str]) -> int:
     result |= run_stream(model, args.seconds, args.depth)
     result |= {"rss_mb": round(rss_mb(), 1), "cpus": cpus(), "torch_threads": torch.get_num_threads()}
     if args.sweep:
-        result["sweep_tick_ms_p50"] = tick_sweep(model)
+        loop_model = load_model(args.model, backend="eager") if model.backends.get("denoiser", "eager") != "eager" else model
+        result["sweep_tick_ms_p50"] = tick_sweep(model, loop_model)
     print(json.dumps(result))
     return 0

@@ -53,6 +53,8 @@ def onnx_runner(path: Path, threads: int | None = None) -> Callable[..., torch.T
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # no busy-waiting between ops: the tick thread shares two cores with the kernel and the browser
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     session = ort.InferenceSession(str(path), options, providers=providers)
     names = [i.name for i in session.get_inputs()]

@@ -323,3 +323,17 @@ def test_wait_completion_blocks_until_the_next_one(inst):
     first = inst.wait_completion(timeout=30)
     second = inst.wait_completion(timeout=30)
     assert second is not first and second.finished_tick > first.finished_tick
+
+
+def test_one_argument_starts_the_instrument_on_an_acestep_checkpoint(tmp_path):
+    from demon_nb.instrument.instrument import make_instrument
+    from demon_nb.models.acestep import tiny
+
+    folder = tiny.write_official(tmp_path, seed=0)
+    inst = make_instrument(checkpoints=folder, display=False, depth=1, steps=2)
+    try:
+        assert inst.model.name == "acestep"
+        completion = inst.wait_completion(timeout=120)
+        assert completion.latent.shape[1] == inst.model.denoiser.channels
+    finally:
+        inst.close()

@@ -281,10 +281,14 @@ class Instrument:
             self.status.value = status
 
 
-def make_instrument(model: str | Model = "mini", *, display: bool = True, **kwargs) -> Instrument:
+def make_instrument(model: str | Model = "mini", *, checkpoints=None, display: bool = True, **kwargs) -> Instrument:
     """Load ``model`` (falls back to "analytic", with a visible note, when "mini" cannot load),
-    build the :class:`Instrument`, display it and start playing."""
+    build the :class:`Instrument`, display it and start playing. ``checkpoints=DIR`` alone plays
+    ACE-Step 1.5 from that folder."""
     note = ""
+    if checkpoints is not None:
+        loaded = load("acestep" if model == "mini" else model, checkpoints=checkpoints)
+        model = loaded
     if isinstance(model, str):
         try:
             loaded = load(model)

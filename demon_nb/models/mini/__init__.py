@@ -18,7 +18,7 @@ FRAMES = 250
 # per depth-4 forward; compile needs 13-33 s at every start (breaking the 5 s load contract), onnx 8 s once
 # per machine (the export is cached on disk), so onnx is the fastest backend that keeps a live start.
 DEFAULT_BACKEND = "onnx"
-DEFAULTS = {"steps": 8, "shift": 3.0, "cfg_mode": "residual-self", "guidance_scale": 2.0, "guidance_kind": "cfg"}
+DEFAULTS = {"prompt": "warm house in A minor, 120 bpm, piano and bass", "steps": 8, "shift": 3.0, "cfg_mode": "residual-self", "guidance_scale": 2.0, "guidance_kind": "cfg"}
 
 
 def load_net(weights: str | Path | None = None, random_init: bool = False, seed: int = 0):

@@ -102,3 +102,47 @@ def test_injected_tick_faults_are_reported_and_playback_goes_on():
     assert any("injected fault" in e.message for e in seen)
     assert any("not finite" in e.message for e in seen)  # NaN completions are dropped, not played
     assert patches and all(np.isfinite(p.pcm).all() for p in patches)
+
+
+def _copy_weights(tmp_path):
+    import shutil
+
+    from demon_nb.models.mini import WEIGHTS_DIR
+
+    folder = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, folder)
+    return folder
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "not a readable safetensors"),
+    ("garbage", "not a readable safetensors"),
+    ("pickle", "not a readable safetensors"),
+    ("wrong_shape", "has shape"),
+    ("bad_config", "not a valid mini config"),
+])
+def test_a_damaged_mini_checkpoint_is_a_clear_error(tmp_path, damage, message):
+    import pickle
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from demon_nb.models.mini import load_net
+
+    folder = _copy_weights(tmp_path)
+    weights = folder / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "garbage":
+        weights.write_bytes(b"\x00" * 4096)
+    elif damage == "pickle":
+        weights.write_bytes(pickle.dumps({"weight": [1.0, 2.0]}))
+    elif damage == "wrong_shape":
+        state = load_file(str(weights))
+        key = next(k for k, v in state.items() if v.ndim == 2)
+        state[key] = torch.zeros(3, 3)
+        save_file(state, str(weights))
+    else:
+        (folder / "config.json").write_text("{ not json")
+    with pytest.raises(ValueError, match=message):
+        load_net(folder)

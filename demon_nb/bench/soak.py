@@ -15,6 +15,7 @@ import json
 import random
 import threading
 import time
+from collections import deque
 
 import numpy as np
 import torch
@@ -61,8 +62,15 @@ def main(argv: list[str]) -> int:
     patch_times: list[float] = []
     nan_patches = [0]
 
+    writes: deque[tuple[float, str]] = deque(maxlen=256)  # (time, control) of recent writes, to explain stalls
+    stalls: list[dict] = []
+
     def on_patch(patch):
-        patch_times.append(time.monotonic())
+        now = time.monotonic()
+        if patch_times and now - patch_times[-1] > 0.5:
+            during = [name for t, name in writes if patch_times[-1] - 0.5 <= t <= now]
+            stalls.append({"gap_ms": round((now - patch_times[-1]) * 1e3), "writes": during[-8:]})
+        patch_times.append(now)
         if not np.isfinite(patch.pcm).all():
             nan_patches[0] += 1
 
@@ -76,6 +84,7 @@ def main(argv: list[str]) -> int:
             name, value = random_write(rng, model, model.frames)
             try:
                 runner.set(name, value)
+                writes.append((time.monotonic(), name))
                 stats["changes"] += 1
             except ValueError:
                 stats["rejected"] += 1
@@ -104,6 +113,8 @@ def main(argv: list[str]) -> int:
         "nonfinite_samples_sanitized": runner.player.nonfinite,
         "stalls_over_500ms": int((gaps > 0.5).sum()), "max_gap_ms": round(float(gaps.max()) * 1e3, 1) if gaps.size else None,
     }
+    if stalls:
+        result["stalls"] = stalls[:10]
     if runner.errors:
         result["first_error"] = runner.errors[0].message
     print(json.dumps(result))

@@ -36,9 +36,21 @@ def load_net(weights: str | Path | None = None, random_init: bool = False, seed:
     if not model_path.is_file() or not config_path.is_file():
         raise ValueError(f"weights: {folder} has no model.safetensors + config.json; "
                          "create them with `python -m demon_nb train-mini`")
-    config = json.loads(config_path.read_text())
-    net = MiniNet(config["dit"])
-    state = load_file(str(model_path))
+    try:
+        config = json.loads(config_path.read_text())
+        net = MiniNet(config["dit"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"weights: {config_path} is not a valid mini config ({error})") from None
+    try:
+        state = load_file(str(model_path))  # safetensors only: nothing is unpickled
+    except Exception as error:
+        raise ValueError(f"weights: {model_path} is not a readable safetensors file ({error}); "
+                         "re-create it with `python -m demon_nb train-mini`") from None
+    expected = net.state_dict()
+    for key, tensor in state.items():
+        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ValueError(f"weights: {model_path} key {key!r} has shape {tuple(tensor.shape)}, "
+                             f"config.json expects {tuple(expected[key].shape)}")
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"weights: {model_path} does not match config.json (missing {missing[:3]}, "

@@ -162,9 +162,13 @@ def test_player_first_patch_fills_loop_then_windows():
     pcm[0, 0] = np.nan
     patch = p.make_patch(a, pcm, {"gain": 3}, completion_id=7, decode_s=0.1, now=0.5)
     assert patch.start_sample == 1800 and p.nonfinite == 1 and p.mirror.filled.all()
-    assert p.plan(now=0.5) == (18, 28)           # now a 1 s window
+    assert p.plan(now=0.5) == (17, 27)           # now a 1 s window from the frame holding sample 1750
+    window = p.make_patch(17, np.full((2, 1000), 0.25, np.float32), {}, completion_id=8, now=0.5)
+    assert window.start_sample == 1750 and window.samples == 950  # starts at the sample, not the frame
+    p._pending.pop(8)
     transport = p.acked(7, now=patch_sent_plus(p, 0.05))
     assert transport is not None and p.lead.count == 1
+    assert p.lead.seconds == pytest.approx(0.1 + transport / 2 + p.lead.margin_s)  # decode + one-way trip
     assert p.acked(7) is None                    # unknown / already acked
 
 

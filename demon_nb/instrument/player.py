@@ -152,10 +152,10 @@ class LeadEstimator:
 
     The window is planned after the tick that finished the completion, so the
     lead only has to cover what happens after planning: the decode and the trip
-    to the worklet (measured as the send-to-ack round trip, an upper bound).
+    to the worklet (estimated as half the send-to-ack round trip).
     """
 
-    def __init__(self, initial_s: float = 0.25, margin_s: float = 0.03, min_s: float = 0.02,
+    def __init__(self, initial_s: float = 0.25, margin_s: float = 0.015, min_s: float = 0.02,
                  max_s: float = 2.0, quantile: float = 0.9, history: int = 32):
         if not (0.0 < min_s <= max_s):
             raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s}, max_s={max_s}")
@@ -268,6 +268,7 @@ class Player:
         self.limited = 0            # samples touched by the limiter
         self._playhead, self._reported_at, self._playing = 0, time.monotonic(), False
         self._pending: dict[int, tuple[float, float]] = {}   # id -> (sent_at, decode_s)
+        self._trim: tuple[int, int] | None = None            # (frame a, samples to drop) from plan()
 
     @property
     def frames(self) -> int:
@@ -284,19 +285,34 @@ class Player:
                                     self.loop_samples, self._playing)
 
     def plan(self, now: float | None = None) -> tuple[int, int]:
-        """Window ahead of the playhead; the whole loop until the mirror is filled."""
-        window = self.window_samples if self.mirror.filled.all() else self.loop_samples
-        return plan_window(self.playhead(now), self.loop_samples, self.lead.samples(self.sample_rate),
-                           window, self.hop)
+        """Window ahead of the playhead; the whole loop until the mirror is filled.
+
+        A window starts at the frame holding ``playhead + lead``; ``make_patch`` then drops
+        the samples before that point, so a patch starts at sample, not frame, precision
+        (half a frame, 20 ms, earlier on average).
+        """
+        lead = self.lead.samples(self.sample_rate)
+        if not self.mirror.filled.all():
+            self._trim = None
+            return plan_window(self.playhead(now), self.loop_samples, lead, self.loop_samples, self.hop)
+        playhead = self.playhead(now)
+        a, b = plan_window(playhead, self.loop_samples, max(0, lead - self.hop + 1), self.window_samples, self.hop)
+        self._trim = (a, (playhead + lead - a * self.hop) % self.loop_samples)
+        return a, b
 
     def make_patch(self, a: int, pcm: np.ndarray, versions: dict[str, int], completion_id: int,
                    decode_s: float = 0.0, now: float | None = None) -> Patch:
         """Sanitize + limit decoded ``pcm [A, N]`` for frame ``a``, mirror it, return the patch."""
-        pcm, bad = sanitize(pcm)
+        if self._trim is not None and self._trim[0] == a and 0 < self._trim[1] < pcm.shape[1]:
+            skip = self._trim[1]  # the planned start sample lies inside frame ``a``
+        else:
+            skip = 0
+        self._trim = None
+        pcm, bad = sanitize(pcm[:, skip:])
         pcm, lim = soft_limit(pcm, self.limiter_threshold)
         self.nonfinite += bad
         self.limited += lim
-        patch = Patch(int(a) * self.hop % self.loop_samples, pcm, dict(versions), int(completion_id),
+        patch = Patch((int(a) * self.hop + skip) % self.loop_samples, pcm, dict(versions), int(completion_id),
                       time.time() if now is None else now)
         self.mirror.apply(patch)
         self._pending[patch.completion_id] = (time.monotonic(), float(decode_s))
@@ -305,12 +321,13 @@ class Player:
         return patch
 
     def acked(self, completion_id: int, now: float | None = None) -> float | None:
-        """The browser applied patch ``completion_id``: feed the lead estimator;
-        returns the measured transport seconds (round trip), or None if unknown."""
+        """The browser applied patch ``completion_id``: feed the lead estimator with the
+        decode time and half the send-to-ack round trip (the one-way trip to the worklet);
+        returns the round trip in seconds, or None if unknown."""
         entry = self._pending.pop(int(completion_id), None)
         if entry is None:
             return None
         sent_at, decode_s = entry
         transport = max(0.0, (time.monotonic() if now is None else now) - sent_at)
-        self.lead.observe(decode_s, transport)
+        self.lead.observe(decode_s, transport / 2)
         return transport

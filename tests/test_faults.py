@@ -5,7 +5,7 @@ import time
 
 import pytest
 from jupyter_client.manager import start_new_kernel
-from wrappers import DenoiserWrapper
+from helpers import DenoiserWrapper
 
 
 @pytest.fixture(scope="module")

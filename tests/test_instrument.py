@@ -20,18 +20,9 @@ from demon_nb.instrument.instrument import Instrument, ToneCodec, make_instrumen
 from demon_nb.instrument.views import LatencyTracker, quantize
 from demon_nb import lab
 from demon_nb.models import load
-from wrappers import FailingDenoiser
+from helpers import FailingDenoiser, wait_until
 
 FRAMES, CHANNELS = 32, 4
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import time
 
 from demon_nb.instrument.runner import Runner, realtime_warning
 from demon_nb.models import load
-from wrappers import DenoiserWrapper
+from helpers import DenoiserWrapper
 
 
 def test_warning_only_past_the_budget():

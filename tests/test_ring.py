@@ -7,7 +7,7 @@ from demon_nb.engine.identity import max_abs_diff
 from demon_nb.engine.request import Condition, Request
 from demon_nb.engine.ring import Ring
 from demon_nb.models.analytic import AnalyticDenoiser
-from wrappers import DenoiserWrapper
+from helpers import DenoiserWrapper
 
 T, C = 16, 4
 
@@ -168,6 +168,7 @@ def test_rebuild_discards_in_flight_and_uses_new_steps(denoiser):
     ring.rebuild(steps=4)
     ring.tick()
     assert in_flight >= 3 and ring.discarded == in_flight and ring.steps == 4
+    assert ring.in_flight >= 1  # the empty ring restarts at once, without waiting out the old stagger
     assert all(s is None or s.steps == 4 for s in ring.slots)
 
 

@@ -13,18 +13,9 @@ import pytest
 from demon_nb.instrument.player import Patch
 from demon_nb.instrument.runner import Runner
 from demon_nb.models import load
-from wrappers import FailingDenoiser
+from helpers import FailingDenoiser, wait_until
 
 FRAMES, CHANNELS = 16, 4
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 

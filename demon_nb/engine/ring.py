@@ -307,6 +307,7 @@ class Ring:
             if slot is not None:
                 self.discarded += 1
                 self.slots[i] = None
+        self._last_birth_tick = -(10**9)  # an empty ring restarts its stagger at once
 
     def _apply_structure_changes(self) -> None:
         with self._lock:

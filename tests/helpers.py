@@ -1,6 +1,7 @@
-"""Denoiser wrappers for tests: delegate the protocol, override what the test injects."""
+"""Test helpers: denoiser wrappers that inject faults, and polling."""
 
 import threading
+import time
 
 
 class DenoiserWrapper:
@@ -30,3 +31,13 @@ class FailingDenoiser(DenoiserWrapper):
         if self.failing.is_set():
             raise RuntimeError("injected failure")
         return super().velocity(x, t, cond)
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` every 10 ms; False if it is still false after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

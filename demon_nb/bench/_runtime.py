@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 
-from ..models import load
 
 
 def rss_mb() -> float:
@@ -21,10 +20,6 @@ def rss_mb() -> float:
 
 def cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def load_model(name: str, **options):
-    return load(name, **options)
 
 
 def percentile(values, q: float) -> float:

@@ -8,12 +8,12 @@ layer count are reduced so the run ends in about a minute; the JSON says so.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
 import torch
+from . import bench_parser
 
 # acestep-v15-turbo/config.json (the fields the networks read)
 TURBO_2B = {
@@ -31,8 +31,7 @@ CONDITION_TOKENS = 256  # packed caption + lyrics + timbre tokens
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m demon_nb bench acestep")
-    p.add_argument("--json", action="store_true", help="print one JSON object (the default output anyway)")
+    p = bench_parser("acestep")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 on cuda, fp32 on cpu")
     p.add_argument("--loop-s", type=float, default=None, help="loop length in seconds (default 60; cpu: 4)")

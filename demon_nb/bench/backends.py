@@ -9,7 +9,6 @@ default on this kind of machine (see the README table).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -17,6 +16,7 @@ import torch
 
 from ..accel import BACKENDS, accelerate, availability
 from ..models import load
+from . import bench_parser
 
 LOAD_BUDGET_S = 5.0
 
@@ -45,9 +45,7 @@ def denoiser_inputs(model, batch: int):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demon_nb bench backends")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the default output)")
-    parser.add_argument("--model", default="mini")
+    parser = bench_parser("backends", model="mini")
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--backends", default="eager,compile,onnx,tensorrt")

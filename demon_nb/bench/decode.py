@@ -14,7 +14,6 @@ codec when it imports) on CPU fp32 under ``torch.inference_mode``:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,6 +23,7 @@ import torch
 
 from demon_nb.engine.decode import decode_window, decode_windows
 from demon_nb.engine.receptive_field import codec_reach, probe_reach
+from . import bench_parser
 
 
 def _best_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -99,8 +99,7 @@ def _mini():
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demon_nb bench decode")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    parser = bench_parser("decode")
     parser.add_argument("--loop-seconds", type=float, default=60.0, help="loop length (default 60)")
     parser.add_argument("--window-seconds", type=float, default=1.0, help="decoded window (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="window decodes timed, best kept")

@@ -29,7 +29,6 @@ startup count is ``silent_samples_startup``). All processes are stopped at the e
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import signal
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _instrument_page as ui
+from . import bench_parser
 from ._browser import Lab, chromium, lab_server, missing_reason, new_page
 
 STEP = ("velocity_scale", "state")
@@ -176,8 +176,7 @@ def measure(args) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demon_nb bench ear", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object (always on)")
+    parser = bench_parser("ear", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24, help="slider moves per control class (default 24, >= 1)")
     parser.add_argument("--trial-timeout", type=float, default=15.0, help="s to wait for a move to be heard")
     parser.add_argument("--timeout", type=float, default=300.0, help="s to run the notebook's cells")

@@ -7,7 +7,6 @@ run alone at depth 1. With the analytic model the differences must be exactly 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
@@ -16,12 +15,11 @@ from ..engine.identity import max_abs_diff
 from ..engine.request import Request
 from ..engine.ring import Ring
 from ..models import load
+from . import bench_parser
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demon_nb bench identity")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the default output)")
-    parser.add_argument("--model", default="analytic")
+    parser = bench_parser("identity", model="analytic")
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--requests", type=int, default=8)
     args = parser.parse_args(argv)

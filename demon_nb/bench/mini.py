@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -19,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from . import bench_parser
 
 HELD_OUT = 10**9  # composer seeds from here on are never used for training
 
@@ -95,8 +95,7 @@ def tick_ms(model, depth: int = 4, reps: int = 20) -> float:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m demon_nb bench mini")
-    p.add_argument("--json", action="store_true", help="print one JSON object (the default output anyway)")
+    p = bench_parser("mini")
     p.add_argument("--prompts", type=int, default=64, help="held-out prompts per model (>= 64 for the issue)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cfg-mode", default=None, help="override the model's default cfg_mode")

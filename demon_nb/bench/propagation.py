@@ -6,7 +6,6 @@ Counterfactual runs on the analytic Gaussian-mixture denoiser (exact, fast), see
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 
@@ -16,11 +15,11 @@ from ..engine.propagation import denoise_sweep, measure_classes, time_ticks
 from ..engine.request import Request
 from ..engine.ring import Ring
 from ..models.analytic import load
+from . import bench_parser
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demon_nb bench propagation")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the default output)")
+    parser = bench_parser("propagation")
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--sweep-ticks", type=int, default=64)

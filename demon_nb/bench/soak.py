@@ -10,7 +10,6 @@ scalars, prompts, sources, denoise, seed, depth and steps, and some invalid valu
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import threading
@@ -21,7 +20,9 @@ import numpy as np
 import torch
 
 from ..instrument.runner import Runner
-from ._runtime import PlayheadClock, load_model, rss_mb
+from ..models import load
+from ._runtime import PlayheadClock, rss_mb
+from . import bench_parser
 
 PROMPTS = ["calm piano ballad in A minor, 80 bpm", "energetic techno in F major, 128 bpm", "",
            "funky bass groove in E minor, 100 bpm", "lofi hip hop in C major, 85 bpm, dreamy", "ü曲🎵 " * 20]
@@ -49,14 +50,12 @@ def random_write(rng: random.Random, model, frames: int):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demon_nb bench soak")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the default output)")
-    parser.add_argument("--model", default="mini")
+    parser = bench_parser("soak", model="mini")
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--rate", type=float, default=20.0, help="control changes per second")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    model = load_model(args.model)
+    model = load(args.model)
     runner = Runner(model, depth=4, prompt=PROMPTS[0] if model.name != "analytic" else "1")
     PlayheadClock(runner)
     patch_times: list[float] = []

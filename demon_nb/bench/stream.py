@@ -8,7 +8,6 @@ patch's first sample reaches the playhead.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -17,7 +16,9 @@ import torch
 from ..engine.request import Request
 from ..engine.ring import Ring
 from ..instrument.runner import Runner
-from ._runtime import PlayheadClock, cpus, load_model, percentile, rss_mb
+from ..models import load
+from ._runtime import PlayheadClock, cpus, percentile, rss_mb
+from . import bench_parser
 
 PROMPT = "bright house groove in A minor, 124 bpm, piano and bass"
 
@@ -78,20 +79,18 @@ def tick_sweep(model, loop_model, depths=(1, 2, 4, 8), loops_s=(5, 10, 20, 40), 
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demon_nb bench stream")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the default output)")
-    parser.add_argument("--model", default="mini")
+    parser = bench_parser("stream", model="mini")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--sweep", action="store_true")
     args = parser.parse_args(argv)
-    model = load_model(args.model)
+    model = load(args.model)
     result = {"model": model.name, "backend": model.backends or {"denoiser": "eager", "decode": "eager"},
               "depth": args.depth, "steps": model.defaults.get("steps", 8), "seconds": args.seconds}
     result |= run_stream(model, args.seconds, args.depth)
     result |= {"rss_mb": round(rss_mb(), 1), "cpus": cpus(), "torch_threads": torch.get_num_threads()}
     if args.sweep:
-        loop_model = load_model(args.model, backend="eager") if model.backends.get("denoiser", "eager") != "eager" else model
+        loop_model = load(args.model, backend="eager") if model.backends.get("denoiser", "eager") != "eager" else model
         result["sweep_tick_ms_p50"] = tick_sweep(model, loop_model)
     print(json.dumps(result))
     return 0

@@ -172,6 +172,46 @@ def test_rebuild_discards_in_flight_and_uses_new_steps(denoiser):
     assert all(s is None or s.steps == 4 for s in ring.slots)
 
 
+def test_rebuild_burst_waits_for_the_refill_to_deliver(denoiser):
+    """A rebuild that arrives before the previous rebuild's first completion is held, not chained."""
+    ring = make_ring(denoiser)  # depth 4, 8 steps
+    births = iter(range(10**6))
+    ring.feed = lambda: Request(cond=0, seed=next(births))
+    drain(ring, 12)
+    ring.rebuild(steps=4)
+    ring.tick()
+    discarded = ring.discarded
+    ring.rebuild(steps=6)  # a burst: the first refill has not delivered yet
+    ring.rebuild(steps=5)  # merges into the held change: the latest value wins
+    ticks_to_first = 0
+    while True:
+        ticks_to_first += 1
+        done = ring.tick()
+        assert ring.discarded == discarded and (ring.steps == 4 or done)
+        if done:
+            break
+    assert ticks_to_first == 3  # the refill finished its 4 steps (one taken with the rebuild)
+    ring.tick()  # the held rebuild lands at the next boundary
+    assert ring.steps == 5 and ring.discarded > discarded
+
+
+def test_pending_rebuild_fields_merge(denoiser):
+    ring = make_ring(denoiser)
+    ring.rebuild(steps=4)
+    ring.rebuild(frames=2 * T)  # before the tick: both changes land
+    ring.tick()
+    assert ring.steps == 4 and ring.frames == 2 * T
+
+
+def test_rebuild_of_an_empty_ring_is_immediate(denoiser):
+    ring = make_ring(denoiser)
+    ring.rebuild(steps=4)
+    ring.tick()
+    ring.rebuild(steps=6)  # nothing in flight: nothing to wait for
+    ring.tick()
+    assert ring.steps == 6
+
+
 def test_loop_length_rebuild_resizes_state_curves(denoiser):
     ring = make_ring(denoiser)
     ring.state.set("velocity_scale", torch.linspace(0, 1, T))

@@ -16,7 +16,10 @@ Read this file beside DEMON (arXiv 2605.28657), section "engine".
 
 Structure changes: growing the depth adds empty slots at once; shrinking lets
 the surplus slots finish (drain) and never discards them. A change of steps or
-loop length is a *rebuild*: in-flight slots are discarded (dead air).
+loop length is a *rebuild*: in-flight slots are discarded (dead air). Rebuilds
+never chain: one that arrives before the previous rebuild's first completion
+waits for it (later writes merge into it), so a burst of steps changes costs
+at most one rebuild's dead air at a time, not the sum.
 The ``mode="global"`` baseline mimics a global-schedule engine (StreamDiffusion):
 a request whose schedule differs from the ring's flushes every slot in flight.
 """
@@ -100,6 +103,7 @@ class Ring:
         self._global_schedule: tuple[float, ...] | None = None
         self._lock = threading.Lock()
         self._pending_structure: dict[str, Any] = {}
+        self._refilling = False  # a rebuild happened and nothing has completed since
 
     # -- control (any thread) ---------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -134,8 +138,10 @@ class Ring:
         check_schedule_args(self.steps if steps is None else steps, self.shift if shift is None else shift, 1.0)
         if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
             raise ValueError(f"frames: expected an integer >= 1, got {frames!r}")
+        change = {"steps": steps, "frames": frames, "shift": shift}
         with self._lock:
-            self._pending_structure["rebuild"] = {"steps": steps, "frames": frames, "shift": shift}
+            earlier = self._pending_structure.get("rebuild", {})
+            self._pending_structure["rebuild"] = {k: earlier.get(k) if v is None else v for k, v in change.items()}
 
     # -- the tick ------------------------------------------------------------------
     def tick(self) -> list[Completion]:
@@ -162,6 +168,7 @@ class Ring:
                 done.append(Completion(slot.x[0], slot.request, i, slot.born_tick, tick_index,
                                        tuple(slot.versions), snap.param_versions))
                 self.slots[i] = None
+                self._refilling = False
         self._trim_drained_slots()
         return done
 
@@ -312,9 +319,12 @@ class Ring:
     def _apply_structure_changes(self) -> None:
         with self._lock:
             pending, self._pending_structure = self._pending_structure, {}
+            if "rebuild" in pending and self._refilling and self.in_flight:
+                self._pending_structure["rebuild"] = pending.pop("rebuild")  # wait for the refill to deliver
         if "rebuild" in pending:
             change = pending["rebuild"]
             self._flush()
+            self._refilling = True
             self.steps = change["steps"] or self.steps
             self.shift = self.shift if change["shift"] is None else float(change["shift"])
             if change["frames"] is not None and change["frames"] != self.frames:

@@ -80,6 +80,17 @@ def test_velocity_contract(model):
         den.collate([torch.zeros(5, 384)], [None])
 
 
+def test_collate_reuses_the_batch_of_the_same_rows(model):
+    den = model.denoiser
+    a, b = model.text_encoder.encode("funk, 100 bpm"), model.text_encoder.encode("jazz, 140 bpm")
+    first = den.collate([a, b], [None, None])
+    assert den.collate([a, b], [None, None]) is first  # a later tick: no restacking
+    assert first.context(250) is first.context(250)  # contexts built once per loop length
+    other = den.collate([b, a], [None, None])
+    assert other is not first and torch.equal(other.text[0], b)
+    assert torch.equal(den.collate([a.clone(), b], [None, None]).text, first.text)  # equal content, new rows
+
+
 def _generate(model, prompts, steps=4):
     from demon_nb.engine.request import Request
     from demon_nb.engine.ring import Ring

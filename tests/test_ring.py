@@ -212,6 +212,34 @@ def test_rebuild_of_an_empty_ring_is_immediate(denoiser):
     assert ring.steps == 6
 
 
+class _RecordingDenoiser(DenoiserWrapper):
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.inputs = []
+
+    def velocity(self, x, t, cond):
+        self.inputs.append((x.data_ptr(), t.data_ptr()))
+        return super().velocity(x, t, cond)
+
+
+def test_tick_assembles_rows_in_persistent_buffers(denoiser):
+    """The batched input and each slot's noise live in buffers reused from tick to tick."""
+    recorder = _RecordingDenoiser(denoiser)
+    ring = make_ring(recorder, depth=4)
+    ring.state.set("solver", "sde")
+    births = iter(range(10**6))
+    ring.feed = lambda: Request(cond=0, seed=next(births))
+    drain(ring, 4)
+    slot = ring.slots[0]
+    noise_buffers = set()
+    while ring.slots[0] is slot:
+        ring.tick()
+        noise_buffers.add(slot.noise.data_ptr())
+    drain(ring, 12)
+    assert len(recorder.inputs) >= 20 and len(set(recorder.inputs)) == 1
+    assert len(noise_buffers) == 1
+
+
 def test_loop_length_rebuild_resizes_state_curves(denoiser):
     ring = make_ring(denoiser)
     ring.state.set("velocity_scale", torch.linspace(0, 1, T))

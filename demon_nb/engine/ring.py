@@ -7,7 +7,9 @@ Read this file beside DEMON (arXiv 2605.28657), section "engine".
   random generator seeded from the request.
 * A **tick** advances every active slot by one step with one batched denoiser
   call for the positive rows (every active condition of every slot) and at most
-  one for the negative rows (classifier-free guidance).
+  one for the negative rows (classifier-free guidance).  The batch is assembled
+  in persistent buffers (``_rows_x``, ``_rows_t``) and every slot draws its noise
+  into its own buffer, so the engine allocates nothing per tick for them.
 * Every parameter read at each step comes from the shared :class:`SharedState`
   (mechanism 2): a write lands at the next tick boundary for all slots at once.
   The SDE step blends toward the source per frame (mechanism 3, ``steps.py``).
@@ -51,6 +53,7 @@ class Slot:
     initial_noise: torch.Tensor  # [1, T, C], also the residual-self "unconditional velocity"
     mask_noise: torch.Tensor | None
     born_tick: int
+    noise: torch.Tensor | None = None  # [1, T, C] buffer the per-step noise is drawn into
     step: int = 0
     momentum: S.MomentumBuffer = field(default_factory=S.MomentumBuffer)
     uncond_velocity: torch.Tensor | None = None  # residual-initialize cache
@@ -104,6 +107,8 @@ class Ring:
         self._lock = threading.Lock()
         self._pending_structure: dict[str, Any] = {}
         self._refilling = False  # a rebuild happened and nothing has completed since
+        self._rows_x = torch.empty(0, frames, channels, device=self.device, dtype=dtype)  # batch input buffer
+        self._rows_t = torch.empty(0, device=self.device, dtype=dtype)
 
     # -- control (any thread) ---------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -216,8 +221,16 @@ class Ring:
         return {i: v[row:row + 1] for row, (i, _) in enumerate(rows)}
 
     def _forward(self, xs, ts, conds, contexts) -> torch.Tensor:
-        x = xs[0] if len(xs) == 1 else torch.cat(xs, dim=0)
-        t = torch.tensor(ts, device=self.device, dtype=self.dtype)
+        """One batched call; rows are copied into the persistent input buffers (grown, never shrunk)."""
+        n = len(xs)
+        if self._rows_x.shape[0] < n or self._rows_x.shape[1] != self.frames:
+            self._rows_x = torch.empty(max(n, 2 * self.depth), self.frames, self.channels,
+                                       device=self.device, dtype=self.dtype)
+            self._rows_t = torch.empty(self._rows_x.shape[0], device=self.device, dtype=self.dtype)
+        x, t = self._rows_x[:n], self._rows_t[:n]
+        for row, (x_row, t_row) in enumerate(zip(xs, ts)):
+            x[row].copy_(x_row[0])
+            t[row] = t_row
         return self.denoiser.velocity(x, t, self.denoiser.collate(conds, contexts))
 
     def _guide(self, slot: Slot, v_cond: torch.Tensor, v_uncond: torch.Tensor | None, snap: Snapshot) -> torch.Tensor:
@@ -239,7 +252,9 @@ class Ring:
         """x0 estimate, optional morph and mask, then the ODE or SDE step to t_next."""
         request = slot.request
         t_c, t_n = slot.schedule[slot.step], slot.schedule[slot.step + 1]
-        noise = torch.randn(slot.x.shape, generator=slot.generator, device=self.device, dtype=self.dtype)
+        if slot.noise is None:
+            slot.noise = torch.empty_like(slot.x)
+        noise = torch.randn(slot.x.shape, generator=slot.generator, out=slot.noise)
         x0_hat = S.x0_estimate(slot.x, t_c, v)
         modified = False
         strength = snap["x0_target_strength"]

@@ -13,6 +13,7 @@ keys are masked out, so a row's output does not depend on its neighbours.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class AceStepDenoiser:
                 self.processors.append((layer.cross_attn, proc))
         self._prepared: OrderedDict[int, tuple] = OrderedDict()
         self._batches: OrderedDict[tuple, AceBatch] = OrderedDict()  # collated K/V (positive + negative rows)
+        self._batches_lock = threading.Lock()  # submit() collates on the caller's thread to validate
         self._silence_context: dict[int, torch.Tensor] = {}
         self._uncond = AceCondition(self.null_condition, torch.ones(1, dtype=torch.bool, device=self.device),
                                     "", {"unconditional": True})
@@ -126,9 +128,12 @@ class AceStepDenoiser:
         if len(conds) != len(contexts) or not conds:
             raise ValueError(f"conds/contexts: expected equal non-zero lengths, got {len(conds)} and {len(contexts)}")
         identity = tuple(id(c) for c in conds)
-        cached = self._batches.get(identity)
-        if cached is not None and all(a is b for a, b in zip(cached.conds_ref, conds)):
-            self._batches.move_to_end(identity)
+        with self._batches_lock:
+            cached = self._batches.get(identity)
+            hit = cached is not None and all(a is b for a, b in zip(cached.conds_ref, conds))
+            if hit:
+                self._batches.move_to_end(identity)
+        if hit:
             return AceBatch(cached.keys, cached.values, cached.key_mask, tuple(contexts), len(conds), cached.conds_ref)
         prepared = [self.prepare(c) for c in conds]
         lengths = [p[0][0].shape[2] for p in prepared]
@@ -142,9 +147,10 @@ class AceStepDenoiser:
             positions = torch.arange(longest, device=self.device)
             key_mask = (positions[None, :] < torch.tensor(lengths, device=self.device)[:, None])[:, None, None, :]
         batch = AceBatch(keys, values, key_mask, tuple(contexts), len(conds), tuple(conds))
-        self._batches[identity] = batch
-        while len(self._batches) > BATCH_CACHE:
-            self._batches.popitem(last=False)
+        with self._batches_lock:
+            self._batches[identity] = batch
+            while len(self._batches) > BATCH_CACHE:
+                self._batches.popitem(last=False)
         return batch
 
     # -- contexts -----------------------------------------------------------------

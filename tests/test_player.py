@@ -127,6 +127,11 @@ def test_soft_limit_keeps_range_and_is_identity_below_threshold():
     assert (y2[0, 0] - 0.9) / eps == pytest.approx(1.0, abs=0.01)
     with pytest.raises(ValueError, match="threshold"):
         soft_limit(x, 1.0)
+    own = x.copy()
+    z, m = soft_limit(own, 0.9, inplace=True)
+    assert z is own and m == n and np.array_equal(z, y)  # in place: same result, no copy
+    with pytest.raises(ValueError, match="float32"):
+        soft_limit(x.astype(np.float64), 0.9, inplace=True)
 
 
 def test_lead_estimator_adapts_and_clamps():

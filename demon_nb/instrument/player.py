@@ -130,13 +130,16 @@ def sanitize(pcm: np.ndarray) -> tuple[np.ndarray, int]:
     return out, count
 
 
-def soft_limit(pcm: np.ndarray, threshold: float = 0.9) -> tuple[np.ndarray, int]:
+def soft_limit(pcm: np.ndarray, threshold: float = 0.9, inplace: bool = False) -> tuple[np.ndarray, int]:
     """Soft limiter: ``|x| <= th`` unchanged, above it
     ``sign(x) * (th + (1 - th) * tanh((|x| - th) / (1 - th)))`` so the output stays
-    inside [-1, 1] with a continuous slope; returns (out, count limited)."""
+    inside [-1, 1] with a continuous slope; returns (out, count limited).  ``inplace``
+    limits a float32 array in place (the player's own copy) instead of copying it."""
     if not (0.0 < threshold < 1.0):
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    out = np.asarray(pcm, dtype=np.float32).copy()
+    if inplace and not (isinstance(pcm, np.ndarray) and pcm.dtype == np.float32):
+        raise ValueError(f"pcm: inplace limiting needs a float32 ndarray, got {getattr(pcm, 'dtype', type(pcm))}")
+    out = pcm if inplace else np.asarray(pcm, dtype=np.float32).copy()
     mag = np.abs(out)
     over = mag > threshold
     count = int(over.sum())
@@ -308,8 +311,8 @@ class Player:
         else:
             skip = 0
         self._trim = None
-        pcm, bad = sanitize(pcm[:, skip:])
-        pcm, lim = soft_limit(pcm, self.limiter_threshold)
+        pcm, bad = sanitize(pcm[:, skip:])  # the one copy of the decoded audio
+        pcm, lim = soft_limit(pcm, self.limiter_threshold, inplace=True)
         self.nonfinite += bad
         self.limited += lim
         patch = Patch((int(a) * self.hop + skip) % self.loop_samples, pcm, dict(versions), int(completion_id),

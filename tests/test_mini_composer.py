@@ -6,7 +6,7 @@ import torch
 
 from demon_nb.models.mini import layout as L
 from demon_nb.models.mini.composer import STYLE_NAMES, compose, compose_raw
-from demon_nb.models.mini.metrics import estimate_bpm, key_share
+from demon_nb.models.mini.metrics import backbeat_phase, beat_grid, estimate_bpm, key_share
 
 
 def test_deterministic_by_seed():
@@ -51,6 +51,18 @@ def test_tempo_is_measurable():
         raw, _, meta = compose_raw(s)
         hits.append(abs(estimate_bpm(raw) - meta["bpm"]) <= 0.04 * meta["bpm"])
     assert np.mean(hits) >= 0.95
+
+
+def test_groove_clock_follows_the_drums():
+    """The composer's clock channels agree with the beat grid recovered from its kick + snare."""
+    for s in range(1100, 1110):
+        raw, _, meta = compose_raw(s)
+        bpm, phase = beat_grid(raw)
+        assert abs(bpm - meta["bpm"]) <= 0.01 * meta["bpm"]
+        rebuilt = L.clock(raw.shape[0], bpm, backbeat_phase(raw, bpm, phase))
+        assert np.corrcoef(rebuilt.ravel(), raw[:, L.CLOCK].ravel())[0, 1] > 0.95
+        kicks = np.nonzero(raw[:, L.KICK] > 0)[0]
+        assert (raw[kicks, L.BEAT_COS] > 0.8).all()  # kicks sit on the beat
 
 
 def test_every_style_by_name():

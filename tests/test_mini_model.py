@@ -37,13 +37,26 @@ def test_text_encoder(model):
     enc = model.text_encoder
     assert isinstance(enc, TextEncoder)
     a = enc.encode("house in A minor, 124 bpm")
-    assert a.shape == (T.MAX_TOKENS, T.WIDTH)
+    assert a.shape == (T.COND_TOKENS, T.WIDTH)
     assert torch.equal(enc.encode(""), model.denoiser.unconditional())
     assert not torch.allclose(a, enc.encode("ambient in C major, 80 bpm"))
     long = enc.encode("very long prompt " * 500)  # truncated by the tokenizer
-    assert long.shape == (T.MAX_TOKENS, T.WIDTH)
+    assert long.shape == (T.COND_TOKENS, T.WIDTH)
     with pytest.raises(ValueError, match="prompt"):
         enc.encode(None)
+    assert torch.equal(a[-1], T.tempo_token("124 bpm")) and enc.encode("")[-1].abs().max() == 0
+
+
+def test_tempo_token():
+    assert T.prompt_bpm("house in A minor, 124 bpm") == 124.0
+    assert T.prompt_bpm("92.5BPM lofi") == 92.5
+    assert T.prompt_bpm("no tempo here") is None and T.tempo_token("no tempo").abs().max() == 0
+    assert T.prompt_bpm("9999 bpm, then 100 bpm") == 100.0  # out-of-range numbers are not tempi
+    near, far = T.tempo_token("120 bpm"), T.tempo_token("160 bpm")
+    same = T.tempo_token("120 bpm, jazz")
+    assert torch.equal(near, same) and near[0] == 1.0
+    # close tempi have closer features than distant ones (a smooth code of log bpm)
+    assert (near - T.tempo_token("122 bpm")).norm() < (near - far).norm()
 
 
 def test_load_bundle(model):

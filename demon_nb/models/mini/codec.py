@@ -10,8 +10,10 @@ Drums are fixed band-limited one-shots started at frame boundaries
 
 encode: windowed projections onto the note frequencies (window per octave,
 ``W = 2 / semitone_spacing`` so a neighbouring semitone sits on the Hann null),
-band-energy onsets for drums, shimmer/fundamental ratio for brightness and the
-L2 norm of the pitched amplitudes for dynamics.
+band-energy onsets for drums, shimmer/fundamental ratio for brightness, the
+L2 norm of the pitched amplitudes for dynamics, and the groove clock fitted to the
+kick + snare onsets (``metrics.beat_grid``; zeros when there are no drums).
+The clock channels are silent in ``decode``.
 """
 
 from __future__ import annotations
@@ -177,6 +179,8 @@ class SynthCodec:
         out[..., L.DRUMS] = drums
         out[..., L.BRIGHT] = bright
         out[..., L.DYNAMICS] = dyn
+        for i in range(b):
+            out[i, :, L.CLOCK] = groove_clock(out[i].numpy())
         return out
 
     def _analysis_groups(self, midi: np.ndarray, f0: np.ndarray):
@@ -219,6 +223,16 @@ class SynthCodec:
         audio = self.decode_raw(raw).mean(1)
         meas = self._onsets(audio, 8)[:, 2, :] / OUT_GAIN  # [4 hits, 4 bands]
         return torch.diagonal(meas).clamp(min=1e-6)
+
+
+def groove_clock(raw: np.ndarray) -> torch.Tensor:
+    """Clock channels ``[T, 4]`` of the beat grid in a raw latent's drum triggers (zeros if none)."""
+    from .metrics import backbeat_phase, beat_grid
+
+    bpm, phase = beat_grid(raw)
+    if not np.isfinite(bpm):
+        return torch.zeros(raw.shape[0], 4)
+    return torch.from_numpy(L.clock(raw.shape[0], bpm, backbeat_phase(raw, bpm, phase))).float()
 
 
 def _take(csum: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 ``compose(seed) -> (latent [T, 64] normalized, caption, meta)`` is deterministic by
 seed.  A piece is a style (drum pattern, progression pool, bass and melody
 rhythm, envelope, brightness), a key (12 tonics x major/minor), a tempo in
-70-160 bpm, and dynamics.  Every pitched note is diatonic in the piece's key.
+70-160 bpm, dynamics, and the groove clock of its beat grid (layout.py).  Every
+pitched note is diatonic in the piece's key.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _frames_of(step: np.ndarray, step_frames: float, swing: float, phase: float)
 def _add_note(raw: np.ndarray, ch: int, start: int, length: int, vel: float, tau: float, floor: float = 0.0) -> None:
     """Envelope ``vel * max(exp(-(f-start)/tau), floor)`` over ``length`` frames, max-combined."""
     t = raw.shape[0]
-    if ch < 0 or ch >= 58 or start >= t or length <= 0:
+    if ch < 0 or ch >= L.PITCHED.stop or start >= t or length <= 0:
         return
     f = np.arange(start, min(start + length, t))
     env = vel * np.maximum(np.exp(-(f - start) / max(tau, 1e-3)), floor)
@@ -176,7 +177,7 @@ def compose_raw(seed: int, frames: int = 250, style: str | None = None, tonic: i
             ch = root_pc if rng.random() > 0.15 else (tonic + scale[(deg + 4) % 7]) % 12  # root or fifth
             _add_note(raw, ch, at[s], int(np.ceil(2 * step_frames)), 0.8 * st.bass_rhythm[s % 16], tau * 0.6, floor=0.2)
 
-    # melody: scale random walk on 8ths, in MIDI 67-93
+    # melody: scale random walk on 8ths, in MIDI 67-89
     deg_m = int(rng.integers(7, 14))
     for s in steps[::2]:
         if rng.random() > st.melody_rate:
@@ -198,6 +199,7 @@ def compose_raw(seed: int, frames: int = 250, style: str | None = None, tonic: i
     raw[:, L.DYNAMICS] = np.where(norm[:, 0] > 1e-6, np.clip(level * swell, 0.2, 1.0), 0.0)
     b0, b1 = st.bright
     raw[:, L.BRIGHT] = np.clip(rng.uniform(b0, b1) + 0.1 * np.sin(2 * np.pi * f / frames + rng.uniform(0, 6.3)), 0, 1)
+    raw[:, L.CLOCK] = L.clock(frames, bpm, phase)  # step 0 (frame ``phase``) is a downbeat
 
     flats = bool(rng.random() < 0.5)
     mood = st.moods[rng.integers(len(st.moods))]

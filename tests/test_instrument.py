@@ -328,3 +328,13 @@ def test_one_argument_starts_the_instrument_on_an_acestep_checkpoint(tmp_path):
         assert completion.latent.shape[1] == inst.model.denoiser.channels
     finally:
         inst.close()
+
+
+def test_transport_is_16_bit_by_default_and_validated(model):
+    inst = Instrument(model, depth=2, steps=4, autostart=False, microphone=False)
+    try:
+        assert inst.audio.dtype == "int16" and inst.runner.player.window_samples == inst.runner.player.sample_rate // 2
+    finally:
+        inst.close()
+    with pytest.raises(ValueError, match="transport"):
+        Instrument(model, transport="mp3", autostart=False)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..models import Model, load
-from .audio_out import AudioOut
+from .audio_out import DTYPES, AudioOut
 from .controls import CONTROLS
 from .curve_editor import CurveEditors
 from .panel import ControlsPanel
@@ -128,6 +128,8 @@ class Instrument:
                  seed: int = 0, window_s: float = 0.5, max_ticks_per_s: float | None = 50.0,
                  refresh_hz: float = 10.0, microphone: bool = True, note: str = "", autostart: bool = True,
                  transport: str = "int16"):
+        if transport not in DTYPES:
+            raise ValueError(f"transport: expected one of {DTYPES}, got {transport!r}")
         self.model = playable(model)
         self.note = note
         prompt = model.defaults.get("prompt", "") if prompt is None else prompt

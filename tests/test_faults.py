@@ -120,6 +120,7 @@ def _copy_weights(tmp_path):
     ("pickle", "not a readable safetensors"),
     ("wrong_shape", "has shape"),
     ("bad_config", "not a valid mini config"),
+    ("old_layout", "condition tokens"),
 ])
 def test_a_damaged_mini_checkpoint_is_a_clear_error(tmp_path, damage, message):
     import pickle
@@ -142,6 +143,12 @@ def test_a_damaged_mini_checkpoint_is_a_clear_error(tmp_path, damage, message):
         key = next(k for k, v in state.items() if v.ndim == 2)
         state[key] = torch.zeros(3, 3)
         save_file(state, str(weights))
+    elif damage == "old_layout":  # weights from before the tempo token
+        import json
+
+        config = json.loads((folder / "config.json").read_text())
+        config["text_encoder"].pop("cond_tokens")
+        (folder / "config.json").write_text(json.dumps(config))
     else:
         (folder / "config.json").write_text("{ not json")
     with pytest.raises(ValueError, match=message):

@@ -65,6 +65,17 @@ def test_groove_clock_follows_the_drums():
         assert (raw[kicks, L.BEAT_COS] > 0.8).all()  # kicks sit on the beat
 
 
+def test_beat_grid_without_a_beat():
+    raw = compose_raw(1200)[0]
+    assert np.isnan(beat_grid(raw[:40])[0])  # shorter than two beats at 60 bpm
+    quiet = raw.copy()
+    quiet[:, L.DRUMS] = 0.0
+    assert np.isnan(beat_grid(quiet)[0])
+    broken = raw.copy()
+    broken[::7, L.KICK] = np.nan  # non-finite values count as no hit
+    assert np.isfinite(beat_grid(broken)[0])
+
+
 def test_every_style_by_name():
     for name in STYLE_NAMES:
         raw, caption, meta = compose_raw(3, style=name)

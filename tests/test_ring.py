@@ -195,6 +195,48 @@ def test_rebuild_burst_waits_for_the_refill_to_deliver(denoiser):
     assert ring.steps == 5 and ring.discarded > discarded
 
 
+def test_held_rebuild_lands_after_one_schedule_even_without_completions(denoiser):
+    """A refill that never delivers (every tick failing) cannot hold a steps change forever."""
+    from helpers import FailingDenoiser
+
+    failing = FailingDenoiser(denoiser)
+    ring = make_ring(failing)  # 8 steps
+    births = iter(range(10**6))
+    ring.feed = lambda: Request(cond=0, seed=next(births))
+    ring.rebuild(steps=4)
+    ring.tick()
+    failing.failing.set()
+    ring.rebuild(steps=6)
+    for _ in range(10):
+        with pytest.raises(RuntimeError):
+            ring.tick()
+    assert ring.steps == 6
+
+
+def test_loop_length_change_is_not_held(denoiser):
+    ring = make_ring(denoiser)
+    births = iter(range(10**6))
+    ring.feed = lambda: Request(cond=0, seed=next(births))
+    ring.rebuild(steps=4)
+    ring.tick()
+    ring.rebuild(frames=2 * T)  # requests and curves are sized by it: it lands at the next tick
+    ring.tick()
+    assert ring.frames == 2 * T
+
+
+def test_noise_buffer_is_contiguous_for_strided_inputs(denoiser):
+    """Per-step noise drawn into the slot's buffer equals a fresh draw even when x is strided."""
+    strided = torch.randn(C, T).T  # [T, C], not contiguous
+    ring = make_ring(denoiser, depth=1)
+    ring.state.set("solver", "sde")
+    ring.submit(Request(cond=0, seed=3, noise=strided))
+    alone = make_ring(denoiser, depth=1)
+    alone.state.set("solver", "sde")
+    alone.submit(Request(cond=0, seed=3, noise=strided.contiguous()))
+    a, b = drain(ring, 8), drain(alone, 8)
+    assert torch.equal(a[0].latent, b[0].latent)
+
+
 def test_pending_rebuild_fields_merge(denoiser):
     ring = make_ring(denoiser)
     ring.rebuild(steps=4)

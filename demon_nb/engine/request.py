@@ -86,8 +86,10 @@ def prepare(request: Request, frames: int, channels: int, device, dtype) -> Requ
         if not (0.0 <= c.start < c.end <= 1.0) or not all(math.isfinite(x) for x in (c.start, c.end)):
             raise ValueError(f"conditions[{i}]: step range must satisfy 0 <= start < end <= 1, got [{c.start}, {c.end})")
         conditions.append(replace(c, weight=_check_condition_weight(f"conditions[{i}].weight", c.weight, frames, device, dtype)))
+    # a snapshot: denoisers cache collated rows by identity, so a caller's later in-place edit must not leak in
+    context = request.context.clone() if isinstance(request.context, torch.Tensor) else request.context
     return replace(
         request, source=source, noise=noise, x0_target=target, init_noise=init_noise, mask=mask,
-        timesteps=timesteps, conditions=tuple(conditions),
+        timesteps=timesteps, conditions=tuple(conditions), context=context,
         weight=_check_condition_weight("weight", request.weight, frames, device, dtype),
     )

@@ -107,6 +107,7 @@ class Ring:
         self._lock = threading.Lock()
         self._pending_structure: dict[str, Any] = {}
         self._refilling = False  # a rebuild happened and nothing has completed since
+        self._rebuild_tick = 0
         self._rows_x = torch.empty(0, frames, channels, device=self.device, dtype=dtype)  # batch input buffer
         self._rows_t = torch.empty(0, device=self.device, dtype=dtype)
 
@@ -139,7 +140,8 @@ class Ring:
             self._pending_structure["depth"] = depth
 
     def rebuild(self, *, steps: int | None = None, frames: int | None = None, shift: float | None = None) -> None:
-        """Steps / loop-length change at the next tick: discards the slots in flight."""
+        """Steps / loop-length change at the next tick (a steps/shift change right after another
+        rebuild waits for that one's first completion): discards the slots in flight."""
         check_schedule_args(self.steps if steps is None else steps, self.shift if shift is None else shift, 1.0)
         if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
             raise ValueError(f"frames: expected an integer >= 1, got {frames!r}")
@@ -252,8 +254,8 @@ class Ring:
         """x0 estimate, optional morph and mask, then the ODE or SDE step to t_next."""
         request = slot.request
         t_c, t_n = slot.schedule[slot.step], slot.schedule[slot.step + 1]
-        if slot.noise is None:
-            slot.noise = torch.empty_like(slot.x)
+        if slot.noise is None:  # contiguous: randn(out=) on strided memory would draw other values
+            slot.noise = torch.empty(slot.x.shape, device=self.device, dtype=self.dtype)
         noise = torch.randn(slot.x.shape, generator=slot.generator, out=slot.noise)
         x0_hat = S.x0_estimate(slot.x, t_c, v)
         modified = False
@@ -330,16 +332,17 @@ class Ring:
                 self.discarded += 1
                 self.slots[i] = None
         self._last_birth_tick = -(10**9)  # an empty ring restarts its stagger at once
+        self._refilling = False
 
     def _apply_structure_changes(self) -> None:
         with self._lock:
             pending, self._pending_structure = self._pending_structure, {}
-            if "rebuild" in pending and self._refilling and self.in_flight:
+            if "rebuild" in pending and self._hold_rebuild(pending["rebuild"]):
                 self._pending_structure["rebuild"] = pending.pop("rebuild")  # wait for the refill to deliver
         if "rebuild" in pending:
             change = pending["rebuild"]
             self._flush()
-            self._refilling = True
+            self._refilling, self._rebuild_tick = True, self.tick_count
             self.steps = change["steps"] or self.steps
             self.shift = self.shift if change["shift"] is None else float(change["shift"])
             if change["frames"] is not None and change["frames"] != self.frames:
@@ -353,6 +356,13 @@ class Ring:
             if len(self.slots) < self.depth:
                 self.slots.extend([None] * (self.depth - len(self.slots)))
         self._trim_drained_slots()
+
+    def _hold_rebuild(self, change: dict) -> bool:
+        """Hold a steps/shift rebuild while the previous rebuild's refill is in flight and has not
+        delivered, for at most one schedule; a loop-length change lands at once (inputs are sized by it)."""
+        if change["frames"] is not None or not self._refilling or not self.in_flight:
+            return False
+        return self.tick_count - self._rebuild_tick <= self.steps
 
     def _trim_drained_slots(self) -> None:
         while len(self.slots) > self.depth and self.slots[-1] is None:

@@ -81,7 +81,7 @@ class AceStepDenoiser:
                 self.processors.append((layer.cross_attn, proc))
         self._prepared: OrderedDict[int, tuple] = OrderedDict()
         self._batches: OrderedDict[tuple, AceBatch] = OrderedDict()  # collated K/V (positive + negative rows)
-        self._batches_lock = threading.Lock()  # submit() collates on the caller's thread to validate
+        self._batches_lock = threading.Lock()  # both caches: submit() collates on the caller's thread to validate
         self._silence_context: dict[int, torch.Tensor] = {}
         self._uncond = AceCondition(self.null_condition, torch.ones(1, dtype=torch.bool, device=self.device),
                                     "", {"unconditional": True})
@@ -106,10 +106,11 @@ class AceStepDenoiser:
         """Per-layer cross-attention ``K, V [1, Hkv, L, Dh]`` of one condition (cached)."""
         if not isinstance(cond, AceCondition):
             raise ValueError(f"cond: expected an AceCondition from the ACE-Step text encoder, got {type(cond).__name__}")
-        hit = self._prepared.get(id(cond))
-        if hit is not None and hit[0] is cond:
-            self._prepared.move_to_end(id(cond))
-            return hit[1], hit[2]
+        with self._batches_lock:
+            hit = self._prepared.get(id(cond))
+            if hit is not None and hit[0] is cond:
+                self._prepared.move_to_end(id(cond))
+                return hit[1], hit[2]
         hidden = cond.hidden.to(self.device, self.dtype)[None]
         embedded = self.transformer.condition_embedder(hidden)
         keys, values = [], []
@@ -118,9 +119,10 @@ class AceStepDenoiser:
             v = attn.to_v(embedded).unflatten(-1, (attn.kv_heads, attn.head_dim))
             keys.append(k.transpose(1, 2).contiguous())
             values.append(v.transpose(1, 2).contiguous())
-        self._prepared[id(cond)] = (cond, keys, values)
-        while len(self._prepared) > PREPARED_CACHE:
-            self._prepared.popitem(last=False)
+        with self._batches_lock:
+            self._prepared[id(cond)] = (cond, keys, values)
+            while len(self._prepared) > PREPARED_CACHE:
+                self._prepared.popitem(last=False)
         return keys, values
 
     def collate(self, conds: Sequence[AceCondition], contexts: Sequence[torch.Tensor | None]) -> AceBatch:

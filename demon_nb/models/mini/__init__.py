@@ -26,6 +26,7 @@ def load_net(weights: str | Path | None = None, random_init: bool = False, seed:
     from safetensors.torch import load_file
 
     from .denoiser import DEFAULT_CONFIG, MiniNet
+    from .text import COND_TOKENS
 
     folder = Path(weights) if weights is not None else WEIGHTS_DIR
     config_path, model_path = folder / "config.json", folder / "model.safetensors"
@@ -39,8 +40,12 @@ def load_net(weights: str | Path | None = None, random_init: bool = False, seed:
     try:
         config = json.loads(config_path.read_text())
         net = MiniNet(config["dit"])
-    except (ValueError, KeyError, TypeError) as error:
+        tokens = config["text_encoder"].get("cond_tokens")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"weights: {config_path} is not a valid mini config ({error})") from None
+    if tokens != COND_TOKENS:
+        raise ValueError(f"weights: {folder} was trained with {tokens} condition tokens, this version uses "
+                         f"{COND_TOKENS} (MiniLM states + tempo token); retrain with `python -m demon_nb train-mini`")
     try:
         state = load_file(str(model_path))  # safetensors only: nothing is unpickled
     except Exception as error:

@@ -33,7 +33,7 @@ def beat_grid(raw: np.ndarray, lo: float = 60.0, hi: float = 180.0, keep: float 
     the grid lands on nothing).  ``phase`` is the frame of the first beat; ``(nan, nan)`` with
     fewer than 4 hits of at least ``min_hit`` or when ``raw`` is shorter than two beats at ``lo`` bpm.
     """
-    o = onset_envelope(raw)
+    o = np.nan_to_num(onset_envelope(raw), nan=0.0, posinf=0.0, neginf=0.0)
     if (o >= min_hit).sum() < 4 or o.shape[0] < 2 * 60.0 * L.FRAME_RATE / lo:
         return float("nan"), float("nan")
     o = np.minimum(o / (0.5 * o.max()), 1.0)  # saturate: every clear hit counts as one
@@ -74,7 +74,7 @@ def estimate_bpm(raw: np.ndarray, **kwargs) -> float:
 def backbeat_phase(raw: np.ndarray, bpm: float, phase: float) -> float:
     """Frame of a downbeat: ``phase`` or one beat later, whichever puts less snare on the
     downbeats (kick on the beat, snare on the backbeat: the 2-beat clock of layout.py)."""
-    snare = np.clip(np.asarray(raw, dtype=np.float64)[:, L.SNARE], 0.0, None)
+    snare = np.clip(np.nan_to_num(np.asarray(raw, dtype=np.float64)[:, L.SNARE]), 0.0, None)
     period = 60.0 * L.FRAME_RATE / bpm
     t = snare.shape[0]
     on = []

@@ -2,7 +2,7 @@
 
 Same forward as ACE-Step 1.5: ``hidden_states [B, T, 64]``, ``timestep`` = ``timestep_r`` = t,
 ``context_latents [B, T, 128]`` = source latent (64) + chunk mask (64, 1 = source
-present), ``encoder_hidden_states`` = MiniLM token states + the tempo token projected 384 -> width by
+present; without a source, the prompt's tempo clock fills the 4 clock channels), ``encoder_hidden_states`` = MiniLM token states + the tempo token projected 384 -> width by
 a small learned projection (``TextProjection``).
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .text import COND_TOKENS, WIDTH
+from .text import COND_TOKENS, WIDTH, condition_bpm
 
 CHANNELS = 64
 BATCH_CACHE = 4  # collated batches kept (a tick collates its positive and its negative rows)
@@ -88,10 +88,25 @@ class MiniNet(nn.Module):
         return out[0]
 
 
-def make_context(source: torch.Tensor | None, frames: int, channels: int = CHANNELS) -> torch.Tensor:
-    """``[T, 2C]`` context: ``cat(source, mask)``; no source -> zeros (mask 0)."""
+def tempo_context(bpm: float, frames: int) -> torch.Tensor:
+    """``[T, 2C]`` context holding only the groove clock of ``bpm`` (downbeat at frame 0, normalized
+    like a latent) with its mask: the tempo as a per-frame hint the DiT reads beside the source."""
+    from . import layout as L
+    from .norm import MEAN, STD
+
+    ctx = torch.zeros(frames, 2 * CHANNELS)
+    clock = torch.from_numpy(L.clock(frames, bpm, 0.0)).float()
+    ctx[:, L.CLOCK] = (clock - torch.tensor(MEAN[L.CLOCK])) / torch.tensor(STD[L.CLOCK])
+    ctx[:, CHANNELS + L.CLOCK.start:CHANNELS + L.CLOCK.stop] = 1.0
+    return ctx
+
+
+def make_context(source: torch.Tensor | None, frames: int, channels: int = CHANNELS,
+                 bpm: float | None = None) -> torch.Tensor:
+    """``[T, 2C]`` context: ``cat(source, mask)``; no source -> the tempo clock of ``bpm``
+    (:func:`tempo_context`), or zeros (mask 0) without a tempo."""
     if source is None:
-        return torch.zeros(frames, 2 * channels)
+        return torch.zeros(frames, 2 * channels) if bpm is None else tempo_context(bpm, frames)
     source = torch.as_tensor(source, dtype=torch.float32)
     if source.ndim == 3 and source.shape[0] == 1:
         source = source[0]
@@ -114,7 +129,8 @@ class MiniBatch:
 
     def context(self, frames: int) -> torch.Tensor:
         if frames not in self._context:
-            self._context[frames] = torch.stack([make_context(c, frames) for c in self.contexts])
+            bpms = [condition_bpm(text) for text in self.text]
+            self._context[frames] = torch.stack([make_context(c, frames, bpm=b) for c, b in zip(self.contexts, bpms)])
         return self._context[frames]
 
 

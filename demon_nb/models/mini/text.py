@@ -5,7 +5,8 @@ token (padded to ``MAX_TOKENS``, long prompts truncated by the tokenizer), then 
 tempo token: the prompt's "<number> bpm" as Fourier features of ``log(bpm)``
 (:func:`tempo_token`; zeros when the prompt names no tempo).  MiniLM reads numbers
 as word pieces, so the tempo also travels as a number, the way ACE-Step passes
-bpm as metadata beside the caption.  The empty prompt is the unconditional
+bpm as metadata beside the caption; the denoiser turns it into a tempo clock in
+the context latents (``denoiser.make_context``).  The empty prompt is the unconditional
 condition.  The weight file's sha256 is checked at load: the trained denoiser
 depends on these exact weights.
 """
@@ -38,9 +39,12 @@ def prompt_bpm(prompt: str) -> float | None:
     return None
 
 
+BPM_SLOT = 1 + 2 * len(TEMPO_WAVELENGTHS)  # where the tempo token keeps bpm / 100
+
+
 def tempo_token(prompt: str) -> torch.Tensor:
-    """``[384]``: ``[1, sin(2 pi log(bpm) / l_k), cos(...)]`` for the wavelengths ``l_k``, zero padded;
-    all zeros when the prompt names no tempo."""
+    """``[384]``: ``[1, sin(2 pi log(bpm) / l_k)..., cos(...)..., bpm / 100]`` for the wavelengths
+    ``l_k``, zero padded; all zeros when the prompt names no tempo."""
     token = torch.zeros(WIDTH)
     bpm = prompt_bpm(prompt)
     if bpm is not None:
@@ -49,7 +53,14 @@ def tempo_token(prompt: str) -> torch.Tensor:
         token[0] = 1.0
         token[1:1 + n] = torch.sin(angles).float()
         token[1 + n:1 + 2 * n] = torch.cos(angles).float()
+        token[BPM_SLOT] = bpm / 100.0
     return token
+
+
+def condition_bpm(cond: torch.Tensor) -> float | None:
+    """The bpm a ``[COND_TOKENS, 384]`` condition carries in its tempo token, or None."""
+    token = cond[-1]
+    return float(token[BPM_SLOT]) * 100.0 if float(token[0]) == 1.0 else None
 
 
 def model_path() -> Path:

@@ -2,8 +2,8 @@
 
 Per step: B fresh composer pieces (seeds ``step*B + i``), MiniLM states of their
 captions (dropped to the empty prompt with probability ``p_uncond``), a context
-latent that is a noisy copy of the target with probability ``p_context`` (else
-zeros), ``t = shift(sigmoid(N(0,1)))``, ``x_t = t*eps + (1-t)*x0`` and the loss
+latent that is a noisy copy of the target with probability ``p_context`` (else the
+target's groove clock as a tempo hint with probability ``p_clock``, else zeros), ``t = shift(sigmoid(N(0,1)))``, ``x_t = t*eps + (1-t)*x0`` and the loss
 ``|net(x_t, t) - (eps - x0)|^2``.  Everything random is seeded by ``(seed, step)``,
 so a resumed run continues exactly.  Writes ``model.safetensors`` (EMA weights) +
 ``config.json`` into ``--out``; checkpoints go to ``--checkpoint``.
@@ -44,7 +44,8 @@ def lr_at(progress: float, peak: float, warmup: float = 0.03) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def make_batch(step: int, batch: int, seed: int, text, uncond: torch.Tensor, p_uncond: float, p_context: float):
+def make_batch(step: int, batch: int, seed: int, text, uncond: torch.Tensor, p_uncond: float, p_context: float,
+               p_clock: float = 0.9):
     """``(x0, text_states, context)`` for one step, deterministic in ``(seed, step)``."""
     pieces = [compose(seed * 10_000_000 + step * batch + i, FRAMES) for i in range(batch)]
     x0 = torch.stack([p[0] for p in pieces])
@@ -58,6 +59,11 @@ def make_batch(step: int, batch: int, seed: int, text, uncond: torch.Tensor, p_u
     noisy = x0 + sigma * torch.randn(x0.shape, generator=g)
     ctx[use, :, :64] = noisy[use]
     ctx[use, :, 64:] = 1.0
+    # the prompt's tempo as a clock hint (what make_context builds at inference), unless the row is a
+    # cover row or its caption was dropped; sometimes left out so that a prompt without a tempo works too
+    clock = ~use & ~drop & (torch.rand(batch, generator=g) < p_clock)
+    ctx[clock, :, L.CLOCK] = x0[clock][:, :, L.CLOCK]
+    ctx[clock, :, 64 + L.CLOCK.start:64 + L.CLOCK.stop] = 1.0
     return x0, states, ctx, g
 
 
@@ -109,7 +115,7 @@ def write_model(out: Path, ema: dict, config: dict, info: dict) -> None:
 def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path | None = None, batch: int = 12, peak_lr: float = 1e-3,
           shift: float = 3.0, p_uncond: float = 0.12, p_context: float = 0.3, steps: int | None = None,
           ema_decay: float = 0.998, checkpoint_s: float = 120.0, progress: bool = True, threads: int = 2,
-          drum_weight: float = 1.0) -> dict:
+          drum_weight: float = 1.0, p_clock: float = 0.9) -> dict:
     from tqdm import tqdm
 
     torch.set_num_threads(threads)
@@ -138,7 +144,7 @@ def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path |
         lr = lr_at(frac, peak_lr)
         for group in opt.param_groups:
             group["lr"] = lr
-        x0, states, ctx, g = make_batch(state["step"], batch, seed, text, uncond, p_uncond, p_context)
+        x0, states, ctx, g = make_batch(state["step"], batch, seed, text, uncond, p_uncond, p_context, p_clock)
         loss = flow_loss(net, x0, states, ctx, g, shift, drum_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,18 +163,18 @@ def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path |
         bar.set_postfix(step=state["step"], loss=f"{running:.4f}", lr=f"{lr:.2e}")
         if time.time() - last_ckpt > checkpoint_s:
             _save_checkpoint(ckpt, net, ema, opt, state)
-            write_model(out, ema, DEFAULT_CONFIG, _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight))
+            write_model(out, ema, DEFAULT_CONFIG, _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock))
             last_ckpt = time.time()
     bar.close()
     _save_checkpoint(ckpt, net, ema, opt, state)
-    info = _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight)
+    info = _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock)
     write_model(out, ema, DEFAULT_CONFIG, info)
     return info
 
 
-def _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight) -> dict:
+def _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock) -> dict:
     return {"steps": state["step"], "elapsed_s": round(state["elapsed_s"], 1), "seed": state["seed"], "batch": batch,
-            "peak_lr": peak_lr, "shift": shift, "p_uncond": p_uncond, "p_context": p_context, "drum_weight": drum_weight,
+            "peak_lr": peak_lr, "shift": shift, "p_uncond": p_uncond, "p_context": p_context, "p_clock": p_clock, "drum_weight": drum_weight,
             "final_loss": state["losses"][-1][1] if state["losses"] else None}
 
 

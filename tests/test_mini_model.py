@@ -57,6 +57,24 @@ def test_tempo_token():
     assert torch.equal(near, same) and near[0] == 1.0
     # close tempi have closer features than distant ones (a smooth code of log bpm)
     assert (near - T.tempo_token("122 bpm")).norm() < (near - far).norm()
+    cond = torch.zeros(T.COND_TOKENS, T.WIDTH)
+    assert T.condition_bpm(cond) is None
+    cond[-1] = T.tempo_token("92.5 bpm")
+    assert T.condition_bpm(cond) == pytest.approx(92.5)
+
+
+def test_tempo_reaches_the_dit_as_a_clock_hint(model):
+    from demon_nb.models.mini import layout as L
+    from demon_nb.models.mini.denoiser import make_context
+
+    den = model.denoiser
+    with_tempo = den.collate([model.text_encoder.encode("funk, 100 bpm")], [None]).context(250)[0]
+    assert with_tempo[:, 64:].sum(0).nonzero().flatten().tolist() == list(range(L.CLOCK.start, L.CLOCK.stop))
+    beat_cos = model.codec.denormalize(with_tempo[:, :64])[:, L.BEAT_COS]
+    assert beat_cos[0] > 0.99 and beat_cos[15] > 0.99 and beat_cos[7] < -0.9  # 100 bpm = 15 frames a beat
+    assert den.collate([model.text_encoder.encode("funk")], [None]).context(250).abs().max() == 0
+    source = torch.randn(250, 64)
+    assert torch.equal(make_context(source, 250, bpm=100.0)[:, :64], source)  # a source wins over the hint
 
 
 def test_load_bundle(model):

@@ -338,3 +338,14 @@ def test_transport_is_16_bit_by_default_and_validated(model):
         inst.close()
     with pytest.raises(ValueError, match="transport"):
         Instrument(model, transport="mp3", autostart=False)
+
+
+def test_heavy_views_refresh_at_a_lower_rate(inst):
+    assert wait_until(lambda: inst.runner.completions >= 1)
+    inst._refresher.stop()
+    shown, moved = [], []
+    inst.latent_view.show = lambda latent, completion: shown.append(completion)
+    inst.curves.set_playhead = lambda frame: moved.append(frame)
+    for _ in range(3 * instrument_module.HEAVY_VIEWS_EVERY):
+        inst.refresh()
+    assert len(moved) == 3 * instrument_module.HEAVY_VIEWS_EVERY and len(shown) == 3

@@ -156,3 +156,15 @@ def test_end_to_end_generation_follows_the_key(model, baseline):
             assert audio.shape == (1, 2, 250 * 1920)
             assert audio.pow(2).mean().sqrt() > 1e-3, "generation is silent"
     assert shares["trained"] > shares["random"] + 0.1
+
+
+def test_end_to_end_generation_follows_the_tempo(model, baseline):
+    from demon_nb.models.mini.metrics import tempo_ok
+
+    tempi = (78, 104, 131, 157)
+    prompts = [f"groovy funk in D minor, {bpm} bpm, slap bass and clavinet" for bpm in tempi]
+    hits = {}
+    for name, m in (("trained", model), ("random", baseline)):
+        raws = [m.codec.denormalize(z).numpy() for z in _generate(m, prompts, steps=8)]
+        hits[name] = sum(tempo_ok(r, bpm) for r, bpm in zip(raws, tempi))
+    assert hits["trained"] >= 3 and hits["random"] <= 1

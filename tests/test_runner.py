@@ -128,3 +128,17 @@ def test_metrics(runner):
     assert wait_until(lambda: runner.completions >= 4)
     m = runner.metrics()
     assert m["tick_ms"] > 0 and m["completions"] >= 4 and m["depth"] == 2 and m["steps"] == 4
+
+
+def test_a_write_ends_the_tick_rate_pause(model):
+    """With one tick per 20 s allowed, a control write still starts the next tick at once."""
+    r = Runner(model, depth=2, steps=4, max_ticks_per_s=0.05)
+    try:
+        r.start()
+        assert wait_until(lambda: r.ring.tick_count == 1)
+        time.sleep(0.2)
+        assert r.ring.tick_count == 1  # pausing
+        r.set("velocity_scale", 1.1)
+        assert wait_until(lambda: r.ring.tick_count == 2, timeout=5.0)
+    finally:
+        r.stop()

@@ -70,6 +70,7 @@ class Runner:
         self._consumers_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a control write ends the tick-rate pause
         self._running = threading.Event()  # set = ticking, clear = paused
         self._completed = threading.Condition()
 
@@ -92,6 +93,7 @@ class Runner:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         self._running.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -107,8 +109,11 @@ class Runner:
 
     # -- control ----------------------------------------------------------------------------
     def set(self, name: str, value: Any) -> int:
-        """Write a control from any thread; ValueError (naming it) if the value is not allowed."""
-        return self.controls.set(name, value)
+        """Write a control from any thread; ValueError (naming it) if the value is not allowed.
+        A tick-rate pause in progress ends at once, so the write lands at the very next tick."""
+        version = self.controls.set(name, value)
+        self._wake.set()
+        return version
 
     def on_patch(self, callback: Callable[[Patch], None]) -> None:
         self._listeners.append(callback)
@@ -127,7 +132,8 @@ class Runner:
             if self.max_ticks_per_s:
                 remaining = 1.0 / self.max_ticks_per_s - (time.perf_counter() - started)
                 if remaining > 0:
-                    self._stop.wait(remaining)
+                    self._wake.wait(remaining)
+                self._wake.clear()
 
     def step(self) -> list[Completion]:
         """One tick, then decode and publish the newest completion. Never raises."""

@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         "model": model.name, "seconds": args.seconds, "changes": stats["changes"], "rejected": stats["rejected"],
         "exceptions": stats["exceptions"] + len(runner.errors), "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1), "rss_growth_pct": round(100.0 * (rss_end - rss_start) / rss_start, 2),
-        "completions": runner.completions, "nan_patches": nan_patches[0],
+        "completions": runner.completions, "rebuilds": runner.ring.rebuilds, "nan_patches": nan_patches[0],
         "nonfinite_samples_sanitized": runner.player.nonfinite,
         "stalls_over_500ms": int((gaps > 0.5).sum()), "max_gap_ms": round(float(gaps.max()) * 1e3, 1) if gaps.size else None,
     }

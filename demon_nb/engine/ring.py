@@ -103,6 +103,7 @@ class Ring:
         self.tick_count = 0
         self.dropped = 0  # requests dropped from a full queue (oldest first)
         self.discarded = 0  # in-flight slots thrown away by rebuilds or global flushes
+        self.rebuilds = 0  # rebuilds applied (a burst that merged while held counts once)
         self._global_schedule: tuple[float, ...] | None = None
         self._lock = threading.Lock()
         self._pending_structure: dict[str, Any] = {}
@@ -343,6 +344,7 @@ class Ring:
             change = pending["rebuild"]
             self._flush()
             self._refilling, self._rebuild_tick = True, self.tick_count
+            self.rebuilds += 1
             self.steps = change["steps"] or self.steps
             self.shift = self.shift if change["shift"] is None else float(change["shift"])
             if change["frames"] is not None and change["frames"] != self.frames:

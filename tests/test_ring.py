@@ -237,6 +237,17 @@ def test_noise_buffer_is_contiguous_for_strided_inputs(denoiser):
     assert torch.equal(a[0].latent, b[0].latent)
 
 
+def test_ticks_inside_and_outside_inference_mode_mix(denoiser):
+    """Buffers made under inference_mode (the runner) are replaced when a tick runs outside it."""
+    ring = make_ring(denoiser)
+    ring.state.set("solver", "sde")
+    births = iter(range(10**6))
+    ring.feed = lambda: Request(cond=0, seed=next(births))
+    with torch.inference_mode():
+        drain(ring, 6)
+    assert len(drain(ring, 12)) >= 4
+
+
 def test_pending_rebuild_fields_merge(denoiser):
     ring = make_ring(denoiser)
     ring.rebuild(steps=4)

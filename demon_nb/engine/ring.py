@@ -226,7 +226,7 @@ class Ring:
     def _forward(self, xs, ts, conds, contexts) -> torch.Tensor:
         """One batched call; rows are copied into the persistent input buffers (grown, never shrunk)."""
         n = len(xs)
-        if self._rows_x.shape[0] < n or self._rows_x.shape[1] != self.frames:
+        if self._rows_x.shape[0] < n or self._rows_x.shape[1] != self.frames or _unwritable(self._rows_x):
             self._rows_x = torch.empty(max(n, 2 * self.depth), self.frames, self.channels,
                                        device=self.device, dtype=self.dtype)
             self._rows_t = torch.empty(self._rows_x.shape[0], device=self.device, dtype=self.dtype)
@@ -255,7 +255,7 @@ class Ring:
         """x0 estimate, optional morph and mask, then the ODE or SDE step to t_next."""
         request = slot.request
         t_c, t_n = slot.schedule[slot.step], slot.schedule[slot.step + 1]
-        if slot.noise is None:  # contiguous: randn(out=) on strided memory would draw other values
+        if slot.noise is None or _unwritable(slot.noise):  # contiguous: randn(out=) on strided memory draws other values
             slot.noise = torch.empty(slot.x.shape, device=self.device, dtype=self.dtype)
         noise = torch.randn(slot.x.shape, generator=slot.generator, out=slot.noise)
         x0_hat = S.x0_estimate(slot.x, t_c, v)
@@ -380,6 +380,11 @@ class Ring:
         return [None if s is None else {"step": s.step, "steps": s.steps, "t": s.schedule[s.step],
                                          "born_tick": s.born_tick, "draining": i >= self.depth, "tag": s.request.tag}
                 for i, s in enumerate(self.slots)]
+
+
+def _unwritable(buffer: torch.Tensor) -> bool:
+    """A buffer made under ``torch.inference_mode`` (the runner's ticks) cannot be written outside it."""
+    return buffer.is_inference() and not torch.is_inference_mode_enabled()
 
 
 def _check_depth(depth) -> None:

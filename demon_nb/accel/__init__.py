@@ -38,8 +38,10 @@ def availability(backend: str) -> tuple[bool, str]:
 
 
 def accelerate(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], backend: str = "eager", *,
-               max_batch: int = 16, cache_dir=None, precision: str = "fp16") -> Callable[..., torch.Tensor]:
-    """A callable running ``module`` on the chosen backend (same positional tensor inputs)."""
+               max_batch: int = 16, cache_dir=None, precision: str = "fp16",
+               threads: int | None = None) -> Callable[..., torch.Tensor]:
+    """A callable running ``module`` on the chosen backend (same positional tensor inputs);
+    ``threads``: ONNX Runtime's intra-op threads (default: torch's thread count)."""
     usable, reason = availability(backend)
     if not usable:
         raise ValueError(f"backend: {backend!r} is not available here: {reason}")
@@ -52,7 +54,7 @@ def accelerate(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], 
 
     path = export_onnx(module, example_inputs, max_batch=max_batch, cache_dir=cache_dir)
     if backend == "onnx":
-        return onnx_runner(path)
+        return onnx_runner(path, threads)
     from .tensorrt_backend import tensorrt_runner
 
     return tensorrt_runner(path, example_inputs, max_batch=max_batch, precision=precision, cache_dir=cache_dir)

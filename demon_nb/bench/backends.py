@@ -3,8 +3,9 @@
 Times the denoiser network (the batched forward a tick runs: positive rows of a
 depth-D ring) and, where the codec is a torch module, its decode, on each
 backend available here, side by side in one run, with the max abs difference
-against eager. The fastest backend for the denoiser is the one ``load`` picks by
-default on this kind of machine (see the README table).
+against eager, with ``--threads`` CPU threads (default 1, what the instrument gives
+the denoiser so that the browser keeps a core). The fastest backend for the denoiser
+that keeps a live start is the one ``load`` picks by default (see the README table).
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--backends", default="eager,compile,onnx,tensorrt")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per backend (default 1: live, the other core serves the browser and kernel)")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads: expected >= 1")
+    torch.set_num_threads(args.threads)
     model = load(args.model, backend="eager") if args.model == "mini" else load(args.model)
     inputs, net = denoiser_inputs(model, args.depth)
     with torch.inference_mode():

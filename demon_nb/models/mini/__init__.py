@@ -14,10 +14,14 @@ import torch
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 FRAMES = 250
-# `python -m demon_nb bench backends` on the 2-core CPU machine: compile 8.5 ms, onnx 10.7 ms, eager 14.6 ms
-# per depth-4 forward; compile needs 13-33 s at every start (breaking the 5 s load contract), onnx 8 s once
-# per machine (the export is cached on disk), so onnx is the fastest backend that keeps a live start.
+# `python -m demon_nb bench backends` on the 2-core CPU machine, per depth-4 forward with 1 thread (2 threads):
+# onnx 15.3 (13.9) ms, eager 20.4 (14.2) ms, compile 14.4 (8.5) ms but 13-31 s to prepare at every start
+# (breaking the 5 s load contract); the onnx export takes 8 s once per machine (cached on disk), so onnx is
+# the fastest backend that keeps a live start.
 DEFAULT_BACKEND = "onnx"
+# One ONNX Runtime thread: the same 14 ms tick as two on the 2-core machine (the network is small),
+# and the other core stays free for the browser and the kernel (control-to-ear p50 about 10 ms lower).
+ONNX_THREADS = 1
 DEFAULTS = {"prompt": "warm house in A minor, 120 bpm, piano and bass", "steps": 8, "shift": 3.0, "cfg_mode": "residual-self", "guidance_scale": 2.0, "guidance_kind": "cfg"}
 
 
@@ -87,6 +91,6 @@ def load(weights: str | Path | None = None, random_init: bool = False, seed: int
     text = text_encoder
     denoiser = MiniDenoiser(net, text.encode(""))
     if backend != "eager":
-        denoiser.use_backend(backend, FRAMES)
+        denoiser.use_backend(backend, FRAMES, threads=ONNX_THREADS if threads is None else threads)
     return Model(name="mini", denoiser=denoiser, codec=SynthCodec(), text_encoder=text, frames=FRAMES,
                  defaults=dict(DEFAULTS, **defaults), backends={"denoiser": backend, "decode": "eager", "encode": "eager"})

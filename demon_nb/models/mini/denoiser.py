@@ -148,14 +148,15 @@ class MiniDenoiser:
         self._batches: OrderedDict[tuple, MiniBatch] = OrderedDict()
         self._batches_lock = threading.Lock()  # submit() collates on the caller's thread to validate
 
-    def use_backend(self, backend: str, frames: int, batch: int = 4) -> None:
-        """Run the network on ``backend`` (``demon_nb.accel``: eager, compile, onnx, tensorrt)."""
+    def use_backend(self, backend: str, frames: int, batch: int = 4, threads: int | None = None) -> None:
+        """Run the network on ``backend`` (``demon_nb.accel``: eager, compile, onnx, tensorrt);
+        ``threads``: ONNX Runtime intra-op threads."""
         from demon_nb.accel import accelerate
 
         example = (torch.zeros(batch, frames, CHANNELS), torch.ones(batch),
                    self._uncond.unsqueeze(0).expand(batch, -1, -1).contiguous().float(),
                    torch.zeros(batch, frames, 2 * CHANNELS))
-        self.forward = accelerate(self.net, example, backend, max_batch=64)
+        self.forward = accelerate(self.net, example, backend, max_batch=64, threads=threads)
         self.backend = backend
 
     def unconditional(self) -> torch.Tensor:

@@ -349,3 +349,14 @@ def test_heavy_views_refresh_at_a_lower_rate(inst):
     for _ in range(3 * instrument_module.HEAVY_VIEWS_EVERY):
         inst.refresh()
     assert len(moved) == 3 * instrument_module.HEAVY_VIEWS_EVERY and len(shown) == 3
+
+
+def test_instrument_sets_the_kernel_threads(model):
+    inst = make_instrument(model, display=False, threads=1, autostart=False, microphone=False)
+    try:
+        assert torch.get_num_threads() == 1
+    finally:
+        inst.close()
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            make_instrument(model, display=False, threads=bad, autostart=False)

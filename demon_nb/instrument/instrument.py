@@ -298,10 +298,16 @@ class Instrument:
             self.status.value = status
 
 
-def make_instrument(model: str | Model = "mini", *, checkpoints=None, display: bool = True, **kwargs) -> Instrument:
+def make_instrument(model: str | Model = "mini", *, checkpoints=None, display: bool = True,
+                    threads: int | None = 1, **kwargs) -> Instrument:
     """Load ``model`` (falls back to "analytic", with a visible note, when "mini" cannot load),
     build the :class:`Instrument`, display it and start playing. ``checkpoints=DIR`` alone plays
-    ACE-Step 1.5 from that folder."""
+    ACE-Step 1.5 from that folder. ``threads``: torch CPU threads of this kernel (default 1: the
+    browser playing the music needs a core too; ``None`` leaves torch's setting alone)."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
+        torch.set_num_threads(threads)
     note = ""
     if checkpoints is not None:
         loaded = load("acestep" if model == "mini" else model, checkpoints=checkpoints)

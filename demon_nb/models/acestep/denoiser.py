@@ -13,8 +13,6 @@ keys are masked out, so a row's output does not depend on its neighbours.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
@@ -22,6 +20,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..identity_cache import IdentityCache
 from .text import AceCondition
 
 PREPARED_CACHE = 32  # conditions whose K/V stay cached
@@ -56,7 +55,6 @@ class AceBatch:
     key_mask: torch.Tensor | None
     contexts: tuple
     rows: int
-    conds_ref: tuple = ()  # strong refs to the conditions, so cached ids stay valid
 
 
 class AceStepDenoiser:
@@ -79,9 +77,8 @@ class AceStepDenoiser:
                 proc = CachedCrossAttention(layer.cross_attn.processor)
                 layer.cross_attn.set_processor(proc)
                 self.processors.append((layer.cross_attn, proc))
-        self._prepared: OrderedDict[int, tuple] = OrderedDict()
-        self._batches: OrderedDict[tuple, AceBatch] = OrderedDict()  # collated K/V (positive + negative rows)
-        self._batches_lock = threading.Lock()  # both caches: submit() collates on the caller's thread to validate
+        self._prepared = IdentityCache(PREPARED_CACHE)  # (cond,) -> per-layer K, V
+        self._batches = IdentityCache(BATCH_CACHE)  # conds -> collated K/V (positive + negative rows)
         self._silence_context: dict[int, torch.Tensor] = {}
         self._uncond = AceCondition(self.null_condition, torch.ones(1, dtype=torch.bool, device=self.device),
                                     "", {"unconditional": True})
@@ -106,11 +103,9 @@ class AceStepDenoiser:
         """Per-layer cross-attention ``K, V [1, Hkv, L, Dh]`` of one condition (cached)."""
         if not isinstance(cond, AceCondition):
             raise ValueError(f"cond: expected an AceCondition from the ACE-Step text encoder, got {type(cond).__name__}")
-        with self._batches_lock:
-            hit = self._prepared.get(id(cond))
-            if hit is not None and hit[0] is cond:
-                self._prepared.move_to_end(id(cond))
-                return hit[1], hit[2]
+        hit = self._prepared.get((cond,))
+        if hit is not None:
+            return hit
         hidden = cond.hidden.to(self.device, self.dtype)[None]
         embedded = self.transformer.condition_embedder(hidden)
         keys, values = [], []
@@ -119,24 +114,16 @@ class AceStepDenoiser:
             v = attn.to_v(embedded).unflatten(-1, (attn.kv_heads, attn.head_dim))
             keys.append(k.transpose(1, 2).contiguous())
             values.append(v.transpose(1, 2).contiguous())
-        with self._batches_lock:
-            self._prepared[id(cond)] = (cond, keys, values)
-            while len(self._prepared) > PREPARED_CACHE:
-                self._prepared.popitem(last=False)
-        return keys, values
+        return self._prepared.put((cond,), (keys, values))
 
     def collate(self, conds: Sequence[AceCondition], contexts: Sequence[torch.Tensor | None]) -> AceBatch:
         """Stack the prepared K/V of each row (padded + masked when lengths differ)."""
         if len(conds) != len(contexts) or not conds:
             raise ValueError(f"conds/contexts: expected equal non-zero lengths, got {len(conds)} and {len(contexts)}")
-        identity = tuple(id(c) for c in conds)
-        with self._batches_lock:
-            cached = self._batches.get(identity)
-            hit = cached is not None and all(a is b for a, b in zip(cached.conds_ref, conds))
-            if hit:
-                self._batches.move_to_end(identity)
-        if hit:
-            return AceBatch(cached.keys, cached.values, cached.key_mask, tuple(contexts), len(conds), cached.conds_ref)
+        conds = tuple(conds)
+        cached = self._batches.get(conds)
+        if cached is not None:
+            return AceBatch(cached.keys, cached.values, cached.key_mask, tuple(contexts), len(conds))
         prepared = [self.prepare(c) for c in conds]
         lengths = [p[0][0].shape[2] for p in prepared]
         longest = max(lengths)
@@ -148,12 +135,7 @@ class AceStepDenoiser:
         if min(lengths) != longest:
             positions = torch.arange(longest, device=self.device)
             key_mask = (positions[None, :] < torch.tensor(lengths, device=self.device)[:, None])[:, None, None, :]
-        batch = AceBatch(keys, values, key_mask, tuple(contexts), len(conds), tuple(conds))
-        with self._batches_lock:
-            self._batches[identity] = batch
-            while len(self._batches) > BATCH_CACHE:
-                self._batches.popitem(last=False)
-        return batch
+        return self._batches.put(conds, AceBatch(keys, values, key_mask, tuple(contexts), len(conds)))
 
     # -- contexts -----------------------------------------------------------------
     def silence_hint(self, frames: int) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import layout as L
+from .metrics import backbeat_phase, beat_grid
 from .norm import MEAN, STD
 
 OUT_GAIN = 0.2  # tonal amplitude 1 -> 0.2 full scale
@@ -227,8 +228,6 @@ class SynthCodec:
 
 def groove_clock(raw: np.ndarray) -> torch.Tensor:
     """Clock channels ``[T, 4]`` of the beat grid in a raw latent's drum triggers (zeros if none)."""
-    from .metrics import backbeat_phase, beat_grid
-
     bpm, phase = beat_grid(raw)
     if not np.isfinite(bpm):
         return torch.zeros(raw.shape[0], 4)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..identity_cache import IdentityCache
 from .text import COND_TOKENS, WIDTH, condition_bpm
 
 CHANNELS = 64
@@ -124,7 +123,6 @@ class MiniBatch:
 
     text: torch.Tensor  # [B, COND_TOKENS, 384]
     contexts: tuple
-    rows: tuple  # the row objects, held so that their ids stay unique while cached
     _context: dict = field(default_factory=dict)  # frames -> [B, T, 2C]
 
     def context(self, frames: int) -> torch.Tensor:
@@ -145,8 +143,7 @@ class MiniDenoiser:
         self.forward = self.net  # the network call; ``use_backend`` swaps it
         self.backend = "eager"
         self._uncond = unconditional
-        self._batches: OrderedDict[tuple, MiniBatch] = OrderedDict()
-        self._batches_lock = threading.Lock()  # submit() collates on the caller's thread to validate
+        self._batches = IdentityCache(BATCH_CACHE)  # (conds + contexts) -> MiniBatch
 
     def use_backend(self, backend: str, frames: int, batch: int = 4, threads: int | None = None) -> None:
         """Run the network on ``backend`` (``demon_nb.accel``: eager, compile, onnx, tensorrt);
@@ -170,12 +167,9 @@ class MiniDenoiser:
         if not conds:
             raise ValueError("conds: expected at least one condition")
         rows = tuple(conds) + tuple(contexts)
-        key = tuple(id(r) for r in rows)
-        with self._batches_lock:
-            cached = self._batches.get(key)
-            if cached is not None and all(a is b for a, b in zip(cached.rows, rows)):
-                self._batches.move_to_end(key)
-                return cached
+        cached = self._batches.get(rows)
+        if cached is not None:
+            return cached
         texts = []
         for c in conds:
             c = torch.as_tensor(c, dtype=torch.float32)
@@ -183,12 +177,7 @@ class MiniDenoiser:
                 raise ValueError(f"conds: expected MiniLM states + tempo token [{COND_TOKENS}, {WIDTH}], "
                                  f"got {tuple(c.shape)}")
             texts.append(c)
-        batch = MiniBatch(torch.stack(texts), tuple(contexts), rows)
-        with self._batches_lock:
-            self._batches[key] = batch
-            while len(self._batches) > BATCH_CACHE:
-                self._batches.popitem(last=False)
-        return batch
+        return self._batches.put(rows, MiniBatch(torch.stack(texts), tuple(contexts)))
 
     @torch.no_grad()
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: MiniBatch) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The ring buffer: births, completions, depth changes, rebuilds, CFG forwards, identity."""
+"""The ring buffer: births, completions, depth and schedule changes, rebuilds, CFG forwards, identity."""
 
 import pytest
 import torch
@@ -159,69 +159,65 @@ def test_growing_depth_adds_slots_at_the_next_tick(denoiser):
     assert len(ring.slots) == 3
 
 
-def test_rebuild_discards_in_flight_and_uses_new_steps(denoiser):
+def test_steps_change_keeps_every_slot_in_flight(denoiser):
+    """Steps is per slot: slots in flight finish on their own schedule, new births take the new one."""
+    ring = make_ring(denoiser)
+    births = iter(range(10**6))
+    ring.feed = lambda: Request(cond=0, seed=next(births), tag=next(births))
+    drain(ring, 12)
+    in_flight = {id(s): s.steps for s in ring.slots if s is not None}
+    ring.set_schedule(steps=4)
+    done = drain(ring, 1)
+    assert len(in_flight) >= 3 and ring.discarded == 0 and ring.steps == 4
+    assert all(s.steps == 8 for s in ring.slots if s is not None and id(s) in in_flight)
+    done += drain(ring, 12)
+    assert ring.discarded == 0 and {len(c.state_versions) for c in done} == {8, 4}
+    assert all(s is None or s.steps == 4 for s in ring.slots)  # the old slots have drained
+
+
+@pytest.mark.parametrize("new_steps", [6, 10])
+def test_steps_change_leaves_no_dead_air(denoiser, new_steps):
+    """Per slot: the gap between completions after a steps change stays near the cadence
+    (|S_new - S_old| + S/D at most), where a global-schedule engine goes silent for S ticks."""
+    def longest_gap(mode):
+        ring = make_ring(denoiser, mode=mode)  # depth 4, 8 steps: a completion every 2 ticks
+        births = iter(range(10**6))
+        ring.feed = lambda: Request(cond=0, seed=next(births))
+        drain(ring, 16)
+        ring.set_schedule(steps=new_steps)
+        gap = longest = 0
+        for _ in range(30):
+            gap = 0 if ring.tick() else gap + 1
+            longest = max(longest, gap)
+        return longest, ring.discarded
+
+    per_slot, discarded = longest_gap("per_slot")
+    flushing, _ = longest_gap("global")
+    assert discarded == 0 and per_slot <= abs(new_steps - 8) + 2
+    assert flushing >= new_steps - 1 > per_slot
+
+
+def test_request_steps_and_shift_override_the_ring(denoiser):
+    ring = make_ring(denoiser, depth=1)
+    ring.submit(Request(cond=0, seed=1, steps=3, shift=1.0))
+    ring.tick()
+    assert ring.slots[0].schedule == pytest.approx((1.0, 2 / 3, 1 / 3, 0.0))
+    with pytest.raises(ValueError, match="steps"):
+        ring.submit(Request(cond=0, steps=0))
+
+
+def test_loop_length_change_is_a_rebuild(denoiser):
     ring = make_ring(denoiser)
     births = iter(range(10**6))
     ring.feed = lambda: Request(cond=0, seed=next(births))
     drain(ring, 12)
     in_flight = ring.in_flight
-    ring.rebuild(steps=4)
-    ring.tick()
-    assert in_flight >= 3 and ring.discarded == in_flight and ring.steps == 4
-    assert ring.in_flight >= 1  # the empty ring restarts at once, without waiting out the old stagger
-    assert all(s is None or s.steps == 4 for s in ring.slots)
-
-
-def test_rebuild_burst_waits_for_the_refill_to_deliver(denoiser):
-    """A rebuild that arrives before the previous rebuild's first completion is held, not chained."""
-    ring = make_ring(denoiser)  # depth 4, 8 steps
-    births = iter(range(10**6))
-    ring.feed = lambda: Request(cond=0, seed=next(births))
-    drain(ring, 12)
-    ring.rebuild(steps=4)
-    ring.tick()
-    discarded = ring.discarded
-    ring.rebuild(steps=6)  # a burst: the first refill has not delivered yet
-    ring.rebuild(steps=5)  # merges into the held change: the latest value wins
-    ticks_to_first = 0
-    while True:
-        ticks_to_first += 1
-        done = ring.tick()
-        assert ring.discarded == discarded and (ring.steps == 4 or done)
-        if done:
-            break
-    assert ticks_to_first == 3  # the refill finished its 4 steps (one taken with the rebuild)
-    ring.tick()  # the held rebuild lands at the next boundary
-    assert ring.steps == 5 and ring.discarded > discarded and ring.rebuilds == 2
-
-
-def test_held_rebuild_lands_after_one_schedule_even_without_completions(denoiser):
-    """A refill that never delivers (every tick failing) cannot hold a steps change forever."""
-    from helpers import FailingDenoiser
-
-    failing = FailingDenoiser(denoiser)
-    ring = make_ring(failing)  # 8 steps
-    births = iter(range(10**6))
-    ring.feed = lambda: Request(cond=0, seed=next(births))
-    ring.rebuild(steps=4)
-    ring.tick()
-    failing.failing.set()
-    ring.rebuild(steps=6)
-    for _ in range(10):
-        with pytest.raises(RuntimeError):
-            ring.tick()
-    assert ring.steps == 6
-
-
-def test_loop_length_change_is_not_held(denoiser):
-    ring = make_ring(denoiser)
-    births = iter(range(10**6))
-    ring.feed = lambda: Request(cond=0, seed=next(births))
-    ring.rebuild(steps=4)
-    ring.tick()
     ring.rebuild(frames=2 * T)  # requests and curves are sized by it: it lands at the next tick
     ring.tick()
-    assert ring.frames == 2 * T
+    assert ring.frames == 2 * T and ring.discarded == in_flight >= 3 and ring.rebuilds == 1
+    assert ring.in_flight >= 1  # the empty ring restarts at once, without waiting out the old stagger
+    with pytest.raises(ValueError, match="frames"):
+        ring.rebuild(frames=0)
 
 
 def test_noise_buffer_is_contiguous_for_strided_inputs(denoiser):
@@ -248,21 +244,13 @@ def test_ticks_inside_and_outside_inference_mode_mix(denoiser):
     assert len(drain(ring, 12)) >= 4
 
 
-def test_pending_rebuild_fields_merge(denoiser):
+def test_pending_schedule_fields_merge(denoiser):
     ring = make_ring(denoiser)
-    ring.rebuild(steps=4)
-    ring.rebuild(frames=2 * T)  # before the tick: both changes land
+    ring.set_schedule(steps=4)
+    ring.set_schedule(shift=1.5)  # before the tick: both changes land
+    ring.rebuild(frames=2 * T)
     ring.tick()
-    assert ring.steps == 4 and ring.frames == 2 * T
-
-
-def test_rebuild_of_an_empty_ring_is_immediate(denoiser):
-    ring = make_ring(denoiser)
-    ring.rebuild(steps=4)
-    ring.tick()
-    ring.rebuild(steps=6)  # nothing in flight: nothing to wait for
-    ring.tick()
-    assert ring.steps == 6
+    assert ring.steps == 4 and ring.shift == 1.5 and ring.frames == 2 * T
 
 
 class _RecordingDenoiser(DenoiserWrapper):

@@ -28,6 +28,9 @@ CASES = {
     "cfg_rescale": (0.7, {"cfg_mode": "full"}, {"guidance_scale": 3.0}),
     "channel_gain": (torch.linspace(0.5, 1.5, C), {}, {}),
     "solver": ("sde", {}, {}),
+    "dcw_mode": ("double", {}, {}),
+    "dcw_scaler": (0.3, {}, {"dcw_mode": "low"}),
+    "dcw_high_scaler": (torch.linspace(0, 0.5, T), {}, {"dcw_mode": "high"}),
 }
 
 
@@ -141,7 +144,7 @@ def test_bad_requests_are_rejected_at_submit(request_kwargs, message):
 
 @pytest.mark.parametrize("call, message", [
     (lambda r: r.set_depth(0), "depth"), (lambda r: r.set_depth(17), "depth"), (lambda r: r.set_depth(2.0), "depth"),
-    (lambda r: r.rebuild(steps=0), "steps"), (lambda r: r.rebuild(frames=-3), "frames"),
+    (lambda r: r.set_schedule(steps=0), "steps"), (lambda r: r.set_schedule(shift=99.0), "shift"), (lambda r: r.rebuild(frames=-3), "frames"),
 ])
 def test_bad_structure_changes_are_rejected(call, message):
     ring = make_ring({}, {})

@@ -35,6 +35,13 @@ class Denoiser(Protocol):
         """The null condition used for the negative rows of classifier-free guidance."""
         ...
 
+    def cover_context(self, source: torch.Tensor) -> torch.Tensor | None:
+        """The context latent for a request with source latent ``source [T, C]`` (cover/edit).
+
+        Optional in effect: a model that reads no context returns None.
+        """
+        ...
+
 
 @runtime_checkable
 class Codec(Protocol):
@@ -54,8 +61,12 @@ class Codec(Protocol):
         """``audio [B, A, N]`` at ``sample_rate`` -> latent ``[B, N // hop, C]``."""
         ...
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """latent ``[B, T, C]`` -> ``audio [B, A, T * hop]``."""
+    def decode(self, latent: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """latent ``[B, T, C]`` -> ``audio [B, A, T * hop]``.
+
+        ``offset``: absolute frame index of ``latent[:, 0]``, for position-dependent
+        codecs (e.g. absolute oscillator phase); others ignore it.
+        """
         ...
 
 

@@ -8,7 +8,7 @@ never validates anything.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -48,9 +48,9 @@ class Request:
     cfg_mode: str = "none"
     timesteps: tuple[float, ...] | None = None  # explicit schedule (overrides steps/shift/denoise)
     shift: float | None = None  # None = the ring's shift
+    steps: int | None = None  # None = the ring's steps
     tag: Any = None  # free-form, returned with the completion
     version: int = 0  # the submission-control version this request was built under
-    meta: dict = field(default_factory=dict)
 
 
 def _check_condition_weight(name: str, value, frames: int, device, dtype):
@@ -65,7 +65,8 @@ def prepare(request: Request, frames: int, channels: int, device, dtype) -> Requ
         raise ValueError(f"seed: expected an integer in [0, 2**63 - 1], got {request.seed!r}")
     if request.cfg_mode not in CFG_MODES:
         raise ValueError(f"cfg_mode: expected one of {list(CFG_MODES)}, got {request.cfg_mode!r}")
-    check_schedule_args(1, 1.0 if request.shift is None else request.shift, request.denoise)
+    check_schedule_args(1 if request.steps is None else request.steps,
+                        1.0 if request.shift is None else request.shift, request.denoise)
 
     def latent(name):
         value = getattr(request, name)

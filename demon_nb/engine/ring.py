@@ -16,12 +16,15 @@ Read this file beside DEMON (arXiv 2605.28657), section "engine".
 * A slot that takes its last step returns its latent in that same tick; several
   slots may finish in one tick.
 
+The per-step composition (model input, guidance, the ODE/SDE step, DCW) lives in
+``sampler.py``; this file only orchestrates slots, batching, births and structure.
+
 Structure changes: growing the depth adds empty slots at once; shrinking lets
-the surplus slots finish (drain) and never discards them. A change of steps or
-loop length is a *rebuild*: in-flight slots are discarded (dead air). Rebuilds
-never chain: one that arrives before the previous rebuild's first completion
-waits for it (later writes merge into it), so a burst of steps changes costs
-at most one rebuild's dead air at a time, not the sum.
+the surplus slots finish (drain) and never discards them. Steps and shift are
+per-slot (submission class): slots in flight finish on the schedule they were
+born with, new births take the new one, nothing is discarded. Only a change of
+loop length is a *rebuild*: the latent shape changes, so in-flight slots are
+discarded (dead air).
 The ``mode="global"`` baseline mimics a global-schedule engine (StreamDiffusion):
 a request whose schedule differs from the ring's flushes every slot in flight.
 """
@@ -31,37 +34,18 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch
 
-from . import steps as S
+from . import sampler
 from .request import Request, prepare
+from .sampler import Slot
 from .schedule import check_schedule_args, timesteps
 from .state import SharedState, Snapshot
 
 MAX_DEPTH = 16
-
-
-@dataclass
-class Slot:
-    request: Request
-    schedule: tuple[float, ...]
-    x: torch.Tensor  # [1, T, C]
-    generator: torch.Generator
-    initial_noise: torch.Tensor  # [1, T, C], also the residual-self "unconditional velocity"
-    mask_noise: torch.Tensor | None
-    born_tick: int
-    noise: torch.Tensor | None = None  # [1, T, C] buffer the per-step noise is drawn into
-    step: int = 0
-    momentum: S.MomentumBuffer = field(default_factory=S.MomentumBuffer)
-    uncond_velocity: torch.Tensor | None = None  # residual-initialize cache
-    versions: list[int] = field(default_factory=list)
-
-    @property
-    def steps(self) -> int:
-        return len(self.schedule) - 1
 
 
 @dataclass(frozen=True)
@@ -92,23 +76,22 @@ class Ring:
         self.denoiser = denoiser
         self.frames, self.channels = frames, channels
         self.device, self.dtype = torch.device(device), dtype
-        self.steps, self.shift, self.mode = steps, float(shift), mode
+        self.steps, self.shift, self.mode = steps, float(shift), mode  # for births whose request leaves them None
         self.depth = depth
         self.stagger = stagger
         self._last_birth_tick = -(10**9)
+        self._birth_steps = steps  # steps of the newest birth: sets the birth cadence
         self.state = state or SharedState(frames, channels, device, dtype)
         self.queue: deque[Request] = deque(maxlen=queue_size)
         self.feed: Callable[[], Request] | None = None
         self.slots: list[Slot | None] = [None] * depth
         self.tick_count = 0
         self.dropped = 0  # requests dropped from a full queue (oldest first)
-        self.discarded = 0  # in-flight slots thrown away by rebuilds or global flushes
-        self.rebuilds = 0  # rebuilds applied (a burst that merged while held counts once)
+        self.discarded = 0  # in-flight slots thrown away by loop-length rebuilds or global flushes
+        self.rebuilds = 0  # loop-length rebuilds applied
         self._global_schedule: tuple[float, ...] | None = None
         self._lock = threading.Lock()
         self._pending_structure: dict[str, Any] = {}
-        self._refilling = False  # a rebuild happened and nothing has completed since
-        self._rebuild_tick = 0
         self._rows_x = torch.empty(0, frames, channels, device=self.device, dtype=dtype)  # batch input buffer
         self._rows_t = torch.empty(0, device=self.device, dtype=dtype)
 
@@ -140,16 +123,21 @@ class Ring:
         with self._lock:
             self._pending_structure["depth"] = depth
 
-    def rebuild(self, *, steps: int | None = None, frames: int | None = None, shift: float | None = None) -> None:
-        """Steps / loop-length change at the next tick (a steps/shift change right after another
-        rebuild waits for that one's first completion): discards the slots in flight."""
+    def set_schedule(self, *, steps: int | None = None, shift: float | None = None) -> None:
+        """Default steps / shift for births from the next tick on (submission class): the slots in
+        flight finish on the schedule they were born with; nothing is discarded."""
         check_schedule_args(self.steps if steps is None else steps, self.shift if shift is None else shift, 1.0)
-        if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
-            raise ValueError(f"frames: expected an integer >= 1, got {frames!r}")
-        change = {"steps": steps, "frames": frames, "shift": shift}
         with self._lock:
-            earlier = self._pending_structure.get("rebuild", {})
-            self._pending_structure["rebuild"] = {k: earlier.get(k) if v is None else v for k, v in change.items()}
+            earlier = self._pending_structure.get("schedule", {})
+            self._pending_structure["schedule"] = {"steps": steps or earlier.get("steps"),
+                                                   "shift": earlier.get("shift") if shift is None else float(shift)}
+
+    def rebuild(self, *, frames: int) -> None:
+        """Loop-length change at the next tick: discards the slots in flight (their shape is gone)."""
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"frames: expected an integer >= 1, got {frames!r}")
+        with self._lock:
+            self._pending_structure["frames"] = frames
 
     # -- the tick ------------------------------------------------------------------
     def tick(self) -> list[Completion]:
@@ -162,40 +150,28 @@ class Ring:
         active = [(i, slot) for i, slot in enumerate(self.slots) if slot is not None]
         if not active:
             return []
-        positive = self._positive_velocities(active, snap)
-        negative = self._negative_velocities(active, snap)
+        inputs = {i: sampler.model_input(slot, snap) for i, slot in active}
+        positive = self._positive_velocities(active, inputs)
+        negative = self._negative_velocities(active, inputs)
         done = []
         for i, slot in active:
-            v = S.blend_velocities(*positive[i])
-            if slot.request.cfg_mode != "none":
-                v = self._guide(slot, v, negative.get(i), snap)
-            slot.x = self._step(slot, v, snap)
+            velocities, weights = positive[i]
+            sampler.advance(slot, velocities, weights, negative.get(i), snap)
             slot.versions.append(snap.version)
-            slot.step += 1
             if slot.step == slot.steps:
                 done.append(Completion(slot.x[0], slot.request, i, slot.born_tick, tick_index,
                                        tuple(slot.versions), snap.param_versions))
                 self.slots[i] = None
-                self._refilling = False
         self._trim_drained_slots()
         return done
 
-    def _positive_velocities(self, active, snap: Snapshot) -> dict[int, tuple[list, list]]:
+    def _positive_velocities(self, active, inputs) -> dict[int, tuple[list, list]]:
         """One batched forward over every active condition of every slot."""
         xs, ts, conds, contexts, owners = [], [], [], [], []
         for i, slot in active:
-            t_c = slot.schedule[slot.step]
-            x_in = slot.x
-            if slot.request.mask is not None:
-                x_in = S.mask_input(x_in, slot.request.mask, slot.request.source, t_c, slot.mask_noise)
-            x_in = S.channel_gain(x_in, snap["channel_gain"])
-            fraction = slot.step / slot.steps
-            rows = [(slot.request.cond, slot.request.context, slot.request.weight)]
-            rows += [(c.cond, c.context, c.weight) for c in slot.request.conditions
-                     if S.condition_active(fraction, c.start, c.end)]
-            for cond, context, weight in rows:
-                xs.append(x_in)
-                ts.append(t_c)
+            for cond, context, weight in sampler.positive_rows(slot):
+                xs.append(inputs[i])
+                ts.append(slot.t)
                 conds.append(cond)
                 contexts.append(context)
                 owners.append((i, weight))
@@ -207,26 +183,23 @@ class Ring:
             weights.append(weight)
         return by_slot
 
-    def _negative_velocities(self, active, snap: Snapshot) -> dict[int, torch.Tensor]:
-        """At most one forward for the unconditional rows (full CFG; residual-initialize at birth)."""
-        rows = [(i, slot) for i, slot in active
-                if slot.request.cfg_mode == "full"
-                or (slot.request.cfg_mode == "residual-initialize" and slot.uncond_velocity is None)]
+    def _negative_velocities(self, active, inputs) -> dict[int, torch.Tensor]:
+        """At most one forward for the unconditional rows (full CFG; residual-initialize at birth).
+        They see the same model input as the positive rows (mask pre-blend included)."""
+        rows = [(i, slot) for i, slot in active if sampler.needs_negative(slot)]
         if not rows:
             return {}
-        xs, ts, conds, contexts = [], [], [], []
-        for _, slot in rows:
-            xs.append(S.channel_gain(slot.x, snap["channel_gain"]))
-            ts.append(slot.schedule[slot.step])
-            conds.append(slot.request.negative if slot.request.negative is not None else self.denoiser.unconditional())
-            contexts.append(slot.request.context)
-        v = self._forward(xs, ts, conds, contexts)
+        xs = [inputs[i] for i, _ in rows]
+        ts = [slot.t for _, slot in rows]
+        conds = [slot.request.negative if slot.request.negative is not None else self.denoiser.unconditional()
+                 for _, slot in rows]
+        v = self._forward(xs, ts, conds, [slot.request.context for _, slot in rows])
         return {i: v[row:row + 1] for row, (i, _) in enumerate(rows)}
 
     def _forward(self, xs, ts, conds, contexts) -> torch.Tensor:
         """One batched call; rows are copied into the persistent input buffers (grown, never shrunk)."""
         n = len(xs)
-        if self._rows_x.shape[0] < n or self._rows_x.shape[1] != self.frames or _unwritable(self._rows_x):
+        if self._rows_x.shape[0] < n or self._rows_x.shape[1] != self.frames or sampler._unwritable(self._rows_x):
             self._rows_x = torch.empty(max(n, 2 * self.depth), self.frames, self.channels,
                                        device=self.device, dtype=self.dtype)
             self._rows_t = torch.empty(self._rows_x.shape[0], device=self.device, dtype=self.dtype)
@@ -235,45 +208,6 @@ class Ring:
             x[row].copy_(x_row[0])
             t[row] = t_row
         return self.denoiser.velocity(x, t, self.denoiser.collate(conds, contexts))
-
-    def _guide(self, slot: Slot, v_cond: torch.Tensor, v_uncond: torch.Tensor | None, snap: Snapshot) -> torch.Tensor:
-        mode = slot.request.cfg_mode
-        if mode == "residual-self":
-            v_uncond = slot.initial_noise
-        elif mode == "residual-initialize":
-            if slot.uncond_velocity is None:
-                slot.uncond_velocity = v_uncond
-            v_uncond = slot.uncond_velocity
-        scale = snap["guidance_scale"]
-        if snap["guidance_kind"] == "apg":
-            guided = S.apg(v_cond, v_uncond, scale, slot.momentum, snap["apg_momentum"], snap["apg_norm_threshold"])
-        else:
-            guided = S.cfg(v_cond, v_uncond, scale)
-        return S.cfg_rescale(guided, v_cond, snap["cfg_rescale"])
-
-    def _step(self, slot: Slot, v: torch.Tensor, snap: Snapshot) -> torch.Tensor:
-        """x0 estimate, optional morph and mask, then the ODE or SDE step to t_next."""
-        request = slot.request
-        t_c, t_n = slot.schedule[slot.step], slot.schedule[slot.step + 1]
-        if slot.noise is None or _unwritable(slot.noise):  # contiguous: randn(out=) on strided memory draws other values
-            slot.noise = torch.empty(slot.x.shape, device=self.device, dtype=self.dtype)
-        noise = torch.randn(slot.x.shape, generator=slot.generator, out=slot.noise)
-        x0_hat = S.x0_estimate(slot.x, t_c, v)
-        modified = False
-        strength = snap["x0_target_strength"]
-        if request.x0_target is not None and slot.step / slot.steps >= snap["x0_target_gate"] \
-                and not (isinstance(strength, float) and strength == 0.0):
-            x0_hat, modified = S.morph_x0(x0_hat, request.x0_target, strength), True
-        if request.mask is not None:
-            x0_hat, modified = S.mask_x0(x0_hat, request.mask, request.source), True
-        if snap["solver"] == "sde":
-            source = request.source if request.source is not None else x0_hat
-            return S.sde_blend_step(x0_hat, source, snap["source_blend"], t_n, noise)
-        if t_c == 0.0:
-            return x0_hat
-        if modified:
-            v = S.velocity_from_x0(slot.x, t_c, x0_hat)
-        return S.euler_step(slot.x, v, t_c, t_n, snap["velocity_scale"], noise, snap["ode_noise"])
 
     # -- births, depth and rebuilds ---------------------------------------------
     def _next_request(self) -> Request | None:
@@ -286,12 +220,12 @@ class Ring:
 
     def _birth_slots(self) -> None:
         """Fill free slots. Staggered: births spaced ``S // D`` ticks apart (``ceil(D / S)`` per
-        tick when D > S), so completions come at an even cadence of D / S per tick."""
+        tick when D > S; S of the newest birth), so completions come at an even cadence of D / S per tick."""
         limit = self.depth
         if self.stagger:
-            if self.tick_count - self._last_birth_tick < max(1, self.steps // self.depth):
+            if self.tick_count - self._last_birth_tick < max(1, self._birth_steps // self.depth):
                 return
-            limit = max(1, math.ceil(self.depth / self.steps))
+            limit = max(1, math.ceil(self.depth / self._birth_steps))
         for i in range(self.depth):
             if limit == 0:
                 return
@@ -304,28 +238,17 @@ class Ring:
             if self.mode == "global" and schedule != self._global_schedule:
                 self._flush()
                 self._global_schedule = schedule
-            self.slots[i] = self._new_slot(request, schedule)
-            self._last_birth_tick = self.tick_count
+            self.slots[i] = sampler.new_slot(request, schedule, (1, self.frames, self.channels), self.device,
+                                             self.dtype, born_tick=self.tick_count)
+            self._last_birth_tick, self._birth_steps = self.tick_count, len(schedule) - 1
             limit -= 1
 
     def _schedule_for(self, request: Request) -> tuple[float, ...]:
         if request.timesteps is not None:
             return request.timesteps
         denoise = request.denoise if request.source is not None else 1.0
-        return timesteps(self.steps, self.shift if request.shift is None else request.shift, denoise)
-
-    def _new_slot(self, request: Request, schedule: tuple[float, ...]) -> Slot:
-        shape = (1, self.frames, self.channels)
-        generator = torch.Generator(device=self.device).manual_seed(request.seed)
-        if request.noise is not None:
-            noise = request.noise.reshape(shape)
-        else:
-            noise = torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype)
-        mask_noise = None
-        if request.mask is not None:
-            mask_noise = torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype)
-        x = S.initial_state(noise, request.source, schedule[0], request.init_noise)
-        return Slot(request, schedule, x, generator, noise, mask_noise, born_tick=self.tick_count)
+        steps = self.steps if request.steps is None else request.steps
+        return timesteps(steps, self.shift if request.shift is None else request.shift, denoise)
 
     def _flush(self) -> None:
         for i, slot in enumerate(self.slots):
@@ -333,38 +256,27 @@ class Ring:
                 self.discarded += 1
                 self.slots[i] = None
         self._last_birth_tick = -(10**9)  # an empty ring restarts its stagger at once
-        self._refilling = False
 
     def _apply_structure_changes(self) -> None:
         with self._lock:
             pending, self._pending_structure = self._pending_structure, {}
-            if "rebuild" in pending and self._hold_rebuild(pending["rebuild"]):
-                self._pending_structure["rebuild"] = pending.pop("rebuild")  # wait for the refill to deliver
-        if "rebuild" in pending:
-            change = pending["rebuild"]
-            self._flush()
-            self._refilling, self._rebuild_tick = True, self.tick_count
-            self.rebuilds += 1
+        if "schedule" in pending:
+            change = pending["schedule"]
             self.steps = change["steps"] or self.steps
-            self.shift = self.shift if change["shift"] is None else float(change["shift"])
-            if change["frames"] is not None and change["frames"] != self.frames:
-                self.frames = change["frames"]
-                self.state.resize(self.frames)
-                with self._lock:
-                    self.queue.clear()
+            self.shift = self.shift if change["shift"] is None else change["shift"]
+        if "frames" in pending and pending["frames"] != self.frames:
+            self._flush()
+            self.rebuilds += 1
+            self.frames = pending["frames"]
+            self.state.resize(self.frames)
+            with self._lock:
+                self.queue.clear()
             self._global_schedule = None
         if "depth" in pending:
             self.depth = pending["depth"]
             if len(self.slots) < self.depth:
                 self.slots.extend([None] * (self.depth - len(self.slots)))
         self._trim_drained_slots()
-
-    def _hold_rebuild(self, change: dict) -> bool:
-        """Hold a steps/shift rebuild while the previous rebuild's refill is in flight and has not
-        delivered, for at most one schedule; a loop-length change lands at once (inputs are sized by it)."""
-        if change["frames"] is not None or not self._refilling or not self.in_flight:
-            return False
-        return self.tick_count - self._rebuild_tick <= self.steps
 
     def _trim_drained_slots(self) -> None:
         while len(self.slots) > self.depth and self.slots[-1] is None:
@@ -380,11 +292,6 @@ class Ring:
         return [None if s is None else {"step": s.step, "steps": s.steps, "t": s.schedule[s.step],
                                          "born_tick": s.born_tick, "draining": i >= self.depth, "tag": s.request.tag}
                 for i, s in enumerate(self.slots)]
-
-
-def _unwritable(buffer: torch.Tensor) -> bool:
-    """A buffer made under ``torch.inference_mode`` (the runner's ticks) cannot be written outside it."""
-    return buffer.is_inference() and not torch.is_inference_mode_enabled()
 
 
 def _check_depth(depth) -> None:

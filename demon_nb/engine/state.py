@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from .curves import normalize_channel_gain, normalize_curve
+from .steps import DCW_MODES
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,9 @@ class Param:
 
 
 PARAMS: Mapping[str, Param] = MappingProxyType({p.name: p for p in (
-    Param("velocity_scale", "curve", 1.0, 0.0, 4.0, doc="Euler step: x_n = x_t + (t_n - t_c) * v * vs"),
-    Param("source_blend", "curve", 1.0, 0.0, 1.0, doc="SDE step: blend s between x0_hat (1) and the source (0)"),
+    Param("velocity_scale", "curve", 1.0, 0.0, 4.0, doc="x0_hat = x_t - t_c * (v * vs); Euler: x_n = x_t + (t_n - t_c) * v * vs"),
+    Param("source_blend", "curve", 1.0, 0.0, 1.0,
+          doc="SDE re-noise toward s * x0_hat + (1 - s) * source, per frame (set + a source: taken whatever the solver)"),
     Param("ode_noise", "curve", 0.0, 0.0, 2.0, doc="ODE noise injection: + randn * onc * t_n"),
     Param("x0_target_strength", "curve", 0.0, 0.0, 1.0, doc="x0_hat <- (1 - a) x0_hat + a x_target"),
     Param("x0_target_gate", "scalar", 0.0, 0.0, 1.0, doc="morph only once the slot is this far (fraction) through its schedule"),
@@ -44,6 +46,9 @@ PARAMS: Mapping[str, Param] = MappingProxyType({p.name: p for p in (
     Param("cfg_rescale", "scalar", 0.0, 0.0, 1.0, doc="CFG-rescale phi"),
     Param("channel_gain", "gain", 1.0, 0.0, 4.0, doc="multiplier on the denoiser input, [1, T|1, C]"),
     Param("solver", "choice", "ode", choices=("ode", "sde"), doc="Euler ODE step or SDE re-noise step"),
+    Param("dcw_mode", "choice", "off", choices=DCW_MODES, doc="DCW post-step wavelet correction: off, low, high, double, pix"),
+    Param("dcw_scaler", "curve", 0.05, -1.0, 1.0, doc="DCW low band (and pix): x_L += t * s * (x_L - y_L)"),
+    Param("dcw_high_scaler", "curve", 0.02, -1.0, 1.0, doc="DCW high band: x_H += (1 - t) * s * (x_H - y_H)"),
 )})
 
 

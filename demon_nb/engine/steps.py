@@ -17,9 +17,11 @@ import torch
 Tensor = torch.Tensor
 
 
-def x0_estimate(x_t: Tensor, t, v: Tensor) -> Tensor:
-    """``x0_hat = x_t - t * v``."""
-    return x_t - t * v
+def x0_estimate(x_t: Tensor, t, v: Tensor, velocity_scale=1.0) -> Tensor:
+    """``x0_hat = x_t - t * (v * vs)`` (vs: the velocity scale, scalar or per frame)."""
+    if isinstance(velocity_scale, float) and velocity_scale == 1.0:
+        return x_t - t * v
+    return x_t - t * (v * velocity_scale)
 
 
 def velocity_from_x0(x_t: Tensor, t, x0_hat: Tensor) -> Tensor:
@@ -120,31 +122,31 @@ def cfg(v_cond: Tensor, v_uncond: Tensor, scale) -> Tensor:
 
 def apg(v_cond: Tensor, v_uncond: Tensor, scale, buffer: MomentumBuffer | None = None, momentum: float = -0.75,
         norm_threshold: float = 2.5, eta: float = 0.0) -> Tensor:
-    """Adaptive projected guidance, per frame.
+    """Adaptive projected guidance as ACE-Step runs it, with norms over TIME (dim 1 of ``[B, T, C]``).
 
-    ``d = v_c - v_u`` (averaged by momentum), rescaled so ``||d|| <= norm_threshold``
-    over channels, split into parts parallel and orthogonal to ``v_c``;
-    ``v = v_c + (g - 1) * (d_orth + eta * d_par)``. ``g`` may be a per-frame curve.
+    ``d = v_c - v_u``; momentum ``r <- d + m * r``, ``d = r``; clip ``d <- d * min(1, thr / ||d||)``;
+    project ``d`` onto ``v_c`` (float64) and keep ``u = d_orth + eta * d_par``;
+    ``v = v_c + (g - 1) * u``. Every norm is one L2 norm per (batch row, channel) over
+    frames. ``g`` may be a per-frame curve.
     """
     diff = v_cond - v_uncond
     if buffer is not None:
         diff = buffer.update(diff, momentum)
     if norm_threshold > 0:
-        norm = diff.norm(p=2, dim=-1, keepdim=True)
-        diff = diff * torch.clamp(norm_threshold / norm.clamp_min(1e-12), max=1.0)
-    unit = v_cond / v_cond.norm(p=2, dim=-1, keepdim=True).clamp_min(1e-12)
-    parallel = (diff * unit).sum(dim=-1, keepdim=True) * unit
-    orthogonal = diff - parallel
-    return v_cond + (scale - 1.0) * (orthogonal + eta * parallel)
+        norm = diff.norm(p=2, dim=1, keepdim=True)
+        diff = diff * torch.clamp(norm_threshold / norm, max=1.0)  # a zero norm gives inf -> 1
+    d, unit = diff.double(), torch.nn.functional.normalize(v_cond.double(), dim=1)
+    parallel = (d * unit).sum(dim=1, keepdim=True) * unit
+    orthogonal = (d - parallel).to(diff.dtype)
+    return v_cond + (scale - 1.0) * (orthogonal + eta * parallel.to(diff.dtype))
 
 
 def cfg_rescale(v_guided: Tensor, v_cond: Tensor, phi: float) -> Tensor:
-    """CFG-rescale: ``phi * v_g * std(v_c) / std(v_g) + (1 - phi) * v_g`` (std over frames and channels)."""
+    """CFG-rescale: ``v <- phi * v * ||v_c|| / ||v|| + (1 - phi) * v``, norms per channel over time (dim 1)."""
     if phi == 0.0:
         return v_guided
-    std_cond = v_cond.std(dim=(1, 2), keepdim=True)
-    std_guided = v_guided.std(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-    return phi * (v_guided * (std_cond / std_guided)) + (1.0 - phi) * v_guided
+    ratio = v_cond.norm(p=2, dim=1, keepdim=True) / v_guided.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12)
+    return phi * (v_guided * ratio) + (1.0 - phi) * v_guided
 
 
 def channel_gain(x: Tensor, gain) -> Tensor:
@@ -153,3 +155,57 @@ def channel_gain(x: Tensor, gain) -> Tensor:
         return x
     return x * gain
 
+
+
+# -- DCW: post-step wavelet correction (single-level Haar along time) --------------------------
+DCW_MODES = ("off", "low", "high", "double", "pix")
+
+
+def haar_dwt(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Orthonormal single-level Haar DWT along time (dim 1): ``L = (x_2i + x_2i+1) / sqrt 2``,
+    ``H = (x_2i - x_2i+1) / sqrt 2``. An odd length repeats its last frame."""
+    if x.shape[1] % 2:
+        x = torch.cat([x, x[:, -1:]], dim=1)
+    even, odd = x[:, 0::2], x[:, 1::2]
+    return (even + odd) * _INV_SQRT2, (even - odd) * _INV_SQRT2
+
+
+def haar_idwt(low: Tensor, high: Tensor, frames: int) -> Tensor:
+    """Inverse of :func:`haar_dwt`, cropped to ``frames``."""
+    even, odd = (low + high) * _INV_SQRT2, (low - high) * _INV_SQRT2
+    return torch.stack([even, odd], dim=2).reshape(low.shape[0], -1, low.shape[2])[:, :frames]
+
+
+def band_curve(curve, band_frames: int):
+    """A per-frame scaler ``[1, T, 1]`` resampled to a Haar band (mean of each frame pair); floats pass."""
+    if not isinstance(curve, Tensor):
+        return curve
+    if curve.shape[1] % 2:
+        curve = torch.cat([curve, curve[:, -1:]], dim=1)
+    return 0.5 * (curve[:, 0::2] + curve[:, 1::2])[:, :band_frames]
+
+
+def dcw(x_next: Tensor, y: Tensor, t, mode: str, s_low=0.05, s_high=0.02) -> Tensor:
+    """DCW, after the step. ``y = x_t - t_c * v`` (v after guidance, before the velocity scale),
+    ``t`` the step's current time t_c. With L/H the Haar bands of ``x_next`` and ``y``:
+
+    - ``low``:    ``x_L += t * s_low * (x_L - y_L)``
+    - ``high``:   ``x_H += (1 - t) * s_high * (x_H - y_H)``
+    - ``double``: both;
+    - ``pix``:    ``x_n += s_low * (x_n - y)`` (no transform);
+    - ``off``:    ``x_n`` unchanged.
+    """
+    if mode == "off":
+        return x_next
+    if mode == "pix":
+        return x_next + s_low * (x_next - y)
+    x_low, x_high = haar_dwt(x_next)
+    y_low, y_high = haar_dwt(y)
+    if mode in ("low", "double"):
+        x_low = x_low + t * band_curve(s_low, x_low.shape[1]) * (x_low - y_low)
+    if mode in ("high", "double"):
+        x_high = x_high + (1.0 - t) * band_curve(s_high, x_high.shape[1]) * (x_high - y_high)
+    return haar_idwt(x_low, x_high, x_next.shape[1])
+
+
+_INV_SQRT2 = 0.5 ** 0.5

@@ -1,6 +1,9 @@
 """ACE-Step 1.5 loader: tiny random checkpoints in the official and diffusers layouts."""
 
+import re
 import shutil
+import struct
+from itertools import chain
 
 import pytest
 import torch
@@ -117,8 +120,40 @@ def test_unsupported_variant(official):
 def test_missing_file_is_named(broken, relative):
     target = broken / relative
     shutil.rmtree(target) if target.is_dir() else target.unlink()
-    with pytest.raises(FileNotFoundError, match=target.name):
+    with pytest.raises(ValueError, match=re.escape(str(target))):
         load_parts(broken)
+
+
+def test_everything_missing_is_reported_at_once_before_any_weights_are_read(broken, monkeypatch):
+    from demon_nb.models.acestep import loader
+
+    reads = []
+    real_safetensors, real_silence = loader.read_safetensors, loader.read_silence_latent
+    monkeypatch.setattr(loader, "read_safetensors", lambda path: reads.append(path) or real_safetensors(path))
+    monkeypatch.setattr(loader, "read_silence_latent", lambda path, *a: reads.append(path) or real_silence(path, *a))
+    missing = [broken / "vae", broken / "Qwen3-Embedding-0.6B", broken / "acestep-v15-turbo" / "silence_latent.pt"]
+    for path in missing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    with pytest.raises(ValueError) as err:
+        load_parts(broken)
+    for path in missing:
+        assert str(path) in str(err.value)
+    assert isinstance(err.value, FileNotFoundError)  # what earlier versions raised, still caught
+    assert reads == []
+
+
+def test_diffusers_folder_reports_everything_missing_at_once(diffusers_dir, tmp_path, monkeypatch):
+    from demon_nb.models.acestep import loader
+
+    root = shutil.copytree(diffusers_dir, tmp_path / "pipe")
+    missing = [root / "vae", root / "tokenizer", root / "transformer" / "diffusion_pytorch_model.safetensors"]
+    for path in missing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    monkeypatch.setattr(loader, "read_safetensors", lambda path: pytest.fail(f"read {path}"))
+    with pytest.raises(ValueError) as err:
+        load_parts(root)
+    for path in missing:
+        assert str(path) in str(err.value)
 
 
 def test_mismatched_shape_names_key_and_shapes(broken):
@@ -148,11 +183,75 @@ def test_missing_and_unexpected_keys_are_named(broken):
         load_parts(broken)
 
 
-def test_pickle_instead_of_safetensors_is_refused(broken):
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_pickle_instead_of_safetensors_is_refused(broken, zipped):
     path = broken / "acestep-v15-turbo" / "model.safetensors"
-    torch.save(_read(path), path)
-    with pytest.raises(ValueError, match="pickle"):
+    torch.save(_read(path), path, _use_new_zipfile_serialization=zipped)
+    refused = re.escape(str(path)) + r" is not a safetensors file.*pickles are never loaded"
+    with pytest.raises(ValueError, match=refused):
         load_parts(broken)
+
+
+def test_header_length_with_low_byte_0x80_is_safetensors(broken):
+    """The first 8 bytes of a safetensors file are its header length: a low byte of 0x80 is no pickle."""
+    path = broken / "acestep-v15-turbo" / "model.safetensors"
+    state = _read(path)
+    for n in range(512):  # the header grows in steps of 8 bytes
+        save_file(state, str(path), metadata={"pad": "x" * n})
+        with open(path, "rb") as f:
+            length = struct.unpack("<Q", f.read(8))[0]
+        if length & 0xFF == 0x80:
+            break
+    assert length & 0xFF == 0x80
+    parts = load_parts(broken)
+    assert torch.equal(parts.condition_encoder.null_condition_emb, state["null_condition_emb"])
+
+
+@pytest.mark.parametrize("damage, shown", [
+    (lambda raw: raw.transpose(1, 2), rf"got float32 \[1, 15000, {C}\]; it looks time-first"),
+    (lambda raw: raw[:, : C // 2], rf"got float32 \[1, {C // 2}, 15000\]"),
+    (lambda raw: raw[0], rf"got float32 \[{C}, 15000\]"),
+], ids=["time-first", "channels", "rank"])
+def test_misshapen_silence_latent_is_refused(broken, damage, shown):
+    path = broken / "acestep-v15-turbo" / "silence_latent.pt"
+    torch.save(damage(torch.load(path, weights_only=True)).contiguous(), path)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: the silence latent must be one float [1, {C}, T]")) as err:
+        load_parts(broken)
+    assert re.search(shown, str(err.value))
+
+
+
+def test_channels_first_silence_latent_in_a_diffusers_folder_is_refused(diffusers_dir, tmp_path):
+    root = shutil.copytree(diffusers_dir, tmp_path / "pipe")
+    path = root / "condition_encoder" / "diffusion_pytorch_model.safetensors"
+    state = _read(path)
+    state["silence_latent"] = state["silence_latent"].transpose(1, 2).contiguous()
+    save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=re.escape(f"must be one float [1, T, {C}] tensor") + ".*channels-first"):
+        load_parts(root)
+
+
+WEIGHT_FILES = ("acestep-v15-turbo/model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                "Qwen3-Embedding-0.6B/model.safetensors")
+
+
+@pytest.mark.parametrize("stored, requested", [("bf16", None), ("mixed", None), ("mixed", torch.bfloat16)])
+def test_every_network_ends_in_the_requested_dtype(broken, stored, requested):
+    for relative in WEIGHT_FILES:
+        state = sorted(_read(broken / relative).items())
+        state = {k: v.to(torch.bfloat16) if stored == "bf16" or i % 2 else v for i, (k, v) in enumerate(state)}
+        assert {v.dtype for v in state.values()} == ({torch.bfloat16} if stored == "bf16" else
+                                                     {torch.bfloat16, torch.float32})
+        save_file(state, str(broken / relative), metadata={"format": "pt"})
+    parts = load_parts(broken) if requested is None else load_parts(broken, dtype=requested)
+    nets = [parts.transformer, parts.condition_encoder, parts.vae, parts.text_model,
+            parts.audio_tokenizer, parts.audio_token_detokenizer]
+    want = requested or torch.float32
+    wrong = [(type(net).__name__, name, t.dtype) for net in nets
+             for name, t in chain(net.named_parameters(), net.named_buffers())
+             if t.is_floating_point() and t.dtype != want]
+    assert wrong == []
+    assert parts.silence_latent.dtype == want
 
 
 class Payload:  # any class: weights_only loading must refuse it
@@ -170,6 +269,8 @@ def test_bad_arguments_raise_value_error(official):
         load(checkpoints=None)
     with pytest.raises(ValueError, match="dtype"):
         load(checkpoints=official, dtype=torch.int8)
+    with pytest.raises(ValueError, match="dtype: expected torch.float32"):
+        load_parts(official, dtype=torch.int8)
     with pytest.raises(ValueError, match="seconds"):
         load(checkpoints=official, seconds=-1)
 
@@ -178,7 +279,7 @@ def test_pickled_text_encoder_weights_are_not_loaded(broken):
     folder = broken / "Qwen3-Embedding-0.6B"
     torch.save(_read(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=r"model.safetensors.*pytorch_model.bin"):
+    with pytest.raises(ValueError, match=r"model.safetensors.*pytorch_model.bin.*never loaded"):
         load_parts(broken)
 
 

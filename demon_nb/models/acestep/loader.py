@@ -9,8 +9,9 @@ Two layouts are accepted:
   diffusers names in memory (``q_proj -> to_q`` ...).
 * diffusers: ``DIR/model_index.json`` with one folder per component.
 
-Weights are read from safetensors only; the one pickle of the official layout,
-``silence_latent.pt``, goes through ``torch.load(weights_only=True)``.
+The layout is checked, every missing path reported at once, before any weights are read.
+Weights come from safetensors only; ``silence_latent.pt`` (``[1, C, T]``, the one pickle)
+goes through ``torch.load(weights_only=True)``. Networks come back on CPU in one dtype.
 """
 
 from __future__ import annotations
@@ -25,26 +26,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-VARIANT_DIRS = {
-    "turbo": "acestep-v15-turbo",
-    "base": "acestep-v15-base",
-    "sft": "acestep-v15-sft",
-    "xl-turbo": "acestep-v15-xl-turbo",
-    "xl-base": "acestep-v15-xl-base",
-    "xl-sft": "acestep-v15-xl-sft",
-}
+VARIANT_DIRS = {v: f"acestep-v15-{v}" for v in ("turbo", "base", "sft", "xl-turbo", "xl-base", "xl-sft")}
 TEXT_DIR = "Qwen3-Embedding-0.6B"
 PROGRESS_MIN_BYTES = 32 << 20  # show a bar for files at least this big
 
 # official name fragment -> diffusers name fragment
-ATTENTION_RENAMES = (
-    (".q_proj.", ".to_q."),
-    (".k_proj.", ".to_k."),
-    (".v_proj.", ".to_v."),
-    (".o_proj.", ".to_out.0."),
-    (".q_norm.", ".norm_q."),
-    (".k_norm.", ".norm_k."),
-)
+ATTENTION_RENAMES = ((".q_proj.", ".to_q."), (".k_proj.", ".to_k."), (".v_proj.", ".to_v."),
+                     (".o_proj.", ".to_out.0."), (".q_norm.", ".norm_q."), (".k_norm.", ".norm_k."))
 DECODER_RENAMES = (("proj_in.1.", "proj_in_conv."), ("proj_out.1.", "proj_out_conv."))
 PREFIXES = {"decoder.": "transformer", "encoder.": "condition_encoder",
             "tokenizer.": "audio_tokenizer", "detokenizer.": "audio_token_detokenizer"}
@@ -52,7 +40,7 @@ PREFIXES = {"decoder.": "transformer", "encoder.": "condition_encoder",
 
 @dataclass
 class Parts:
-    """The loaded networks, on ``device`` in ``dtype`` (tokenizer: a transformers tokenizer)."""
+    """The loaded networks, on CPU in one dtype (tokenizer: a transformers tokenizer)."""
 
     variant: str
     transformer: Any
@@ -68,6 +56,12 @@ class Parts:
     def silence_latent(self) -> torch.Tensor:
         """``[T0, C]`` VAE latent of silence (time first)."""
         return self.condition_encoder.silence_latent[0]
+
+    def networks(self) -> list[torch.nn.Module]:
+        """Every loaded network (the semantic tokenizer pair only when present)."""
+        nets = (self.transformer, self.condition_encoder, self.vae, self.text_model,
+                self.audio_tokenizer, self.audio_token_detokenizer)
+        return [net for net in nets if net is not None]
 
 
 def official_to_diffusers(key: str) -> tuple[str, str] | None:
@@ -105,27 +99,24 @@ def diffusers_to_official(component: str, key: str) -> str:
 # --------------------------------------------------------------------------- files
 
 
+class MissingCheckpointFiles(ValueError, FileNotFoundError):
+    """A checkpoint folder lacks files; the message lists every missing path at once (a
+    ValueError that callers catching FileNotFoundError, as earlier versions raised, still catch)."""
+
+
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"checkpoints: missing {what}: {path}")
     return path
 
 
-def _refuse_pickle(path: Path) -> None:
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        raise ValueError(f"checkpoints: {path} is a torch pickle, not safetensors; "
-                         "pickled weights are never loaded (convert the file to safetensors)")
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of one safetensors file on CPU, with a byte progress bar for big files."""
+def read_safetensors(path) -> dict[str, torch.Tensor]:
+    """All tensors of one safetensors file on CPU, with a byte progress bar for big files. Only the
+    ``safetensors`` parser is tried: what it rejects (a pickle under any name) is a ValueError."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     _require(path, "weights file")
-    _refuse_pickle(path)
     size = path.stat().st_size
     out: dict[str, torch.Tensor] = {}
     try:
@@ -137,38 +128,115 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                 out[key] = tensor
                 bar.update(tensor.numel() * tensor.element_size())
     except SafetensorError as exc:
-        raise ValueError(f"checkpoints: {path} is not a readable safetensors file ({exc})") from None
+        raise ValueError(f"checkpoints: {path} is not a safetensors file ({exc}); weights are read from "
+                         "safetensors only and pickles are never loaded (convert the file to safetensors)") from None
     return out
+
+
+def _shards(index: Path) -> list[str]:
+    return sorted(set(json.loads(index.read_text())["weight_map"].values()))
 
 
 def read_sharded(folder: Path, stem: str) -> dict[str, torch.Tensor]:
     """``stem.safetensors`` or ``stem.safetensors.index.json`` + shards inside ``folder``."""
-    single = folder / f"{stem}.safetensors"
-    index = folder / f"{stem}.safetensors.index.json"
-    if single.exists():
-        return read_safetensors(single)
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        out: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            out.update(read_safetensors(_require(folder / shard, "weights shard")))
-        return out
-    pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
-    hint = f" (found {pickles[0]}: pickled weights are never loaded)" if pickles else ""
-    raise FileNotFoundError(f"checkpoints: missing weights file: {single}{hint}")
+    check_complete(folder, _missing_weights(folder, stem))
+    single = f"{stem}.safetensors"
+    shards = [single] if (folder / single).exists() else _shards(folder / f"{single}.index.json")
+    out: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        out.update(read_safetensors(folder / shard))
+    return out
 
 
-def read_silence_latent(path: Path) -> torch.Tensor:
-    """``silence_latent.pt`` ``[1, C, T]`` -> ``[1, T, C]``, loaded with ``weights_only=True``."""
+def check_silence(latent: torch.Tensor, channels: int, source: str, *, time_first: bool) -> torch.Tensor:
+    """``latent`` unchanged when it is a float ``[1, channels, T]`` tensor (``[1, T, channels]``
+    when ``time_first``) with ``T >= 1``; otherwise a ValueError naming ``source``."""
+    shape = tuple(latent.shape)
+    c_axis, t_axis = (2, 1) if time_first else (1, 2)
+    if (latent.is_floating_point() and latent.ndim == 3 and shape[0] == 1 and shape[c_axis] == channels
+            and shape[t_axis] >= 1):
+        return latent
+    expected = f"[1, T, {channels}]" if time_first else f"[1, {channels}, T]"
+    flipped = latent.ndim == 3 and shape[t_axis] == channels
+    hint = f"; it looks {'channels' if time_first else 'time'}-first, transpose it" if flipped else ""
+    raise ValueError(f"checkpoints: {source}: the silence latent must be one float {expected} tensor "
+                     f"({channels} = the config's audio_acoustic_hidden_dim, the VAE latent width), "
+                     f"got {str(latent.dtype).replace('torch.', '')} {list(shape)}{hint}")
+
+
+def read_silence_latent(path: Path, channels: int) -> torch.Tensor:
+    """``silence_latent.pt``, one ``[1, channels, T]`` tensor (``weights_only=True``) -> ``[1, T, channels]``."""
     _require(path, "silence latent")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError and friends: refuse anything but tensors
         raise ValueError(f"checkpoints: {path} holds more than plain tensors; refused ({exc})") from None
-    if not isinstance(raw, torch.Tensor) or raw.ndim != 3:
-        raise ValueError(f"checkpoints: {path} must hold one [1, C, T] tensor, got "
-                         f"{type(raw).__name__} {tuple(getattr(raw, 'shape', ()))}")
-    return raw.transpose(1, 2).contiguous()
+    if not isinstance(raw, torch.Tensor):
+        raise ValueError(f"checkpoints: {path} must hold one [1, {channels}, T] tensor, got {type(raw).__name__}")
+    return check_silence(raw, channels, str(path), time_first=False).transpose(1, 2).contiguous()
+
+
+# --------------------------------------------------------------------------- layout checks
+
+CONFIG = (("config.json",), "config")
+TOKENIZER = (("tokenizer.json", "vocab.json"), "tokenizer")
+
+
+def _missing_weights(folder: Path, stem: str) -> list[str]:
+    """``stem.safetensors`` (or the shards its ``.index.json`` names) when absent from ``folder``."""
+    single = folder / f"{stem}.safetensors"
+    index = folder / f"{stem}.safetensors.index.json"
+    if single.exists():
+        return []
+    if index.exists():
+        return [f"{folder / s} (weights shard named in {index.name})" for s in _shards(index)
+                if not (folder / s).exists()]
+    pickles = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth") for p in folder.glob(pattern))
+    hint = f"; found {pickles[0]}: pickled weights are never loaded" if pickles else ""
+    return [f"{single} (weights{hint})"]
+
+
+def _missing_in(folder: Path, what: str, files=(), weights: str | None = None) -> list[str]:
+    """Missing paths of one folder as ``'PATH (what it is)'``, only the folder when it is absent;
+    ``files``: ``(names, what)`` pairs, where any one of ``names`` will do."""
+    if not folder.is_dir():
+        return [f"{folder} ({what})"]
+    missing = [f"{folder / names[0]} ({desc})" for names, desc in files
+               if not any((folder / name).exists() for name in names)]
+    return missing + (_missing_weights(folder, weights) if weights else [])
+
+
+def missing_official(root: Path, variant: str) -> list[str]:
+    """Every path of the official layout for ``variant`` that ``root`` lacks."""
+    present = sorted(k for k, d in VARIANT_DIRS.items() if (root / d).is_dir())
+    return (_missing_in(root / VARIANT_DIRS[variant], f"variant {variant!r} folder; this folder has variants {present}",
+                        (CONFIG, (("silence_latent.pt",), "silence latent")), "model")
+            + _missing_in(root / "vae", "VAE folder", (CONFIG,), "diffusion_pytorch_model")
+            + _missing_in(root / TEXT_DIR, "text encoder folder", (CONFIG, TOKENIZER), "model"))
+
+
+def missing_diffusers(root: Path, index: dict) -> list[str]:
+    """Every path of a diffusers pipeline folder that ``root`` lacks (semantic networks are optional)."""
+    missing = []
+    for component in _classes():
+        if component.startswith("audio_") and _absent(root, index, component):
+            continue
+        missing += _missing_in(root / component, f"{component} folder", (CONFIG,), "diffusion_pytorch_model")
+    return (missing + _missing_in(root / "vae", "VAE folder", (CONFIG,), "diffusion_pytorch_model")
+            + _missing_in(root / "text_encoder", "text encoder folder", (CONFIG,), "model")
+            + _missing_in(root / "tokenizer", "tokenizer folder", (TOKENIZER,)))
+
+
+def _absent(root: Path, index: dict, component: str) -> bool:
+    return index.get(component) in (None, [None, None]) or not (root / component).exists()
+
+
+def check_complete(root: Path, missing: list[str]) -> None:
+    """Raise :class:`MissingCheckpointFiles` listing every entry of ``missing``, if any."""
+    if missing:
+        lines = "\n".join(f"  - {m}" for m in missing)
+        raise MissingCheckpointFiles(f"checkpoints: {root} is incomplete (nothing was loaded); "
+                                     f"missing {len(missing)} path(s):\n{lines}")
 
 
 # --------------------------------------------------------------------------- networks
@@ -176,10 +244,8 @@ def read_silence_latent(path: Path) -> torch.Tensor:
 
 def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
                shown_as=None, skip: tuple[str, ...] = ()) -> None:
-    """Raise ValueError naming the first missing, unexpected or mis-shaped key.
-
-    ``shown_as(key)`` gives the name to print (the file's own name for official files).
-    """
+    """Raise ValueError naming the first missing, unexpected or mis-shaped key (``shown_as(key)``:
+    the name to print, the file's own name for official files)."""
     show = shown_as or (lambda key: key)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in skip}
     for key, shape in expected.items():
@@ -217,33 +283,26 @@ def _config_kwargs(cls, config: dict) -> dict:
 
 def component_configs(cfg: dict) -> dict[str, dict]:
     """Constructor arguments of the four networks from an official ``config.json``."""
-    from diffusers import AceStepTransformer1DModel
-    from diffusers.pipelines.ace_step import (AceStepAudioTokenDetokenizer, AceStepAudioTokenizer,
-                                              AceStepConditionEncoder)
-
-    enc = {
-        "hidden_size": cfg.get("encoder_hidden_size", cfg["hidden_size"]),
-        "intermediate_size": cfg.get("encoder_intermediate_size", cfg["intermediate_size"]),
-        "num_attention_heads": cfg.get("encoder_num_attention_heads", cfg["num_attention_heads"]),
-        "num_key_value_heads": cfg.get("encoder_num_key_value_heads", cfg["num_key_value_heads"]),
-    }
+    classes = _classes()
+    enc = {k: cfg.get(f"encoder_{k}", cfg[k])  # the encoders may be narrower than the DiT
+           for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")}
     pooler_layers = cfg.get("num_attention_pooler_hidden_layers", 2)
     shared = {k: cfg[k] for k in ("head_dim", "rope_theta", "attention_bias", "attention_dropout",
                                   "rms_norm_eps", "sliding_window") if k in cfg}
-    transformer = _config_kwargs(AceStepTransformer1DModel, cfg)
+    transformer = _config_kwargs(classes["transformer"], cfg)
     transformer["encoder_hidden_size"] = enc["hidden_size"]
     transformer["is_turbo"] = bool(cfg.get("is_turbo", False))
-    condition = _config_kwargs(AceStepConditionEncoder, {**cfg, **enc})
+    condition = _config_kwargs(classes["condition_encoder"], {**cfg, **enc})
     condition.pop("layer_types", None)
     semantic = {**shared, **enc, "audio_acoustic_hidden_dim": cfg["audio_acoustic_hidden_dim"],
                 "pool_window_size": cfg.get("pool_window_size", 5),
                 "num_attention_pooler_hidden_layers": pooler_layers,
                 "layer_types": list(cfg["layer_types"][:pooler_layers]) if "layer_types" in cfg else None}
-    tokenizer = _config_kwargs(AceStepAudioTokenizer, {
+    tokenizer = _config_kwargs(classes["audio_tokenizer"], {
         **semantic, "fsq_dim": cfg.get("fsq_dim", enc["hidden_size"]),
         "fsq_input_levels": cfg.get("fsq_input_levels", [8, 8, 8, 5, 5, 5]),
         "fsq_input_num_quantizers": cfg.get("fsq_input_num_quantizers", 1)})
-    detokenizer = _config_kwargs(AceStepAudioTokenDetokenizer, semantic)
+    detokenizer = _config_kwargs(classes["audio_token_detokenizer"], semantic)
     return {"transformer": transformer, "condition_encoder": condition,
             "audio_tokenizer": tokenizer, "audio_token_detokenizer": detokenizer}
 
@@ -257,10 +316,10 @@ def _classes() -> dict[str, type]:
             "audio_tokenizer": AceStepAudioTokenizer, "audio_token_detokenizer": AceStepAudioTokenDetokenizer}
 
 
-def _with_silence(encoder, silence: torch.Tensor):
-    """Replace the condition encoder's ``silence_latent`` buffer (``[1, T, C]``, any T)."""
-    encoder.register_buffer("silence_latent", silence.to(torch.float32).contiguous(), persistent=True)
-    return encoder
+def cast(net: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Every floating parameter and buffer of ``net`` in ``dtype`` (any mix before), in place. Plain
+    ``torch.nn.Module.to``: diffusers' override only adds a notice about fp32-kept modules (none here)."""
+    return torch.nn.Module.to(net, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- layouts
@@ -281,9 +340,11 @@ def check_variant(variant: str | None) -> None:
         raise ValueError(f"variant: unsupported variant {variant!r}; expected one of {sorted(VARIANT_DIRS)}")
 
 
-def load_parts(checkpoints, variant: str | None = None) -> Parts:
-    """Load every network on CPU in fp32 (the caller moves them)."""
+def load_parts(checkpoints, variant: str | None = None, *, dtype: torch.dtype = torch.float32) -> Parts:
+    """Every network on CPU, every floating parameter and buffer in ``dtype`` (the caller moves them)."""
     check_variant(variant)
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype: expected torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
     if checkpoints is None:
         raise ValueError("checkpoints: a folder with ACE-Step 1.5 checkpoints is required")
     root = Path(os.path.expanduser(str(checkpoints)))
@@ -294,48 +355,44 @@ def load_parts(checkpoints, variant: str | None = None) -> Parts:
             raise ValueError(f"variant: {root} is the {by_folder[root.name]!r} folder, not {variant!r}")
         root, variant = root.parent, by_folder[root.name]
     if detect_layout(root) == "diffusers":
-        return _load_diffusers(root, variant)
-    if variant is None:  # turbo when present, else the only variant there
-        present = [k for k, d in VARIANT_DIRS.items() if (root / d).is_dir()]
-        variant = "turbo" if "turbo" in present or len(present) != 1 else present[0]
-    return _load_official(root, variant)
+        parts = _load_diffusers(root, variant, dtype)
+    else:
+        if variant is None:  # turbo when present, else the only variant there
+            present = [k for k, d in VARIANT_DIRS.items() if (root / d).is_dir()]
+            variant = "turbo" if "turbo" in present or len(present) != 1 else present[0]
+        parts = _load_official(root, variant, dtype)
+    for net in parts.networks():
+        cast(net, dtype)
+    return parts
 
 
-def _load_text(folder: Path, tokenizer_folder: Path):
+def _load_text(folder: Path, tokenizer_folder: Path, dtype: torch.dtype):
     """Qwen3 text model and its tokenizer (no remote code)."""
     from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
 
-    config = json.loads(_require(folder / "config.json", "text encoder config").read_text())
+    config = json.loads((folder / "config.json").read_text())
     if config.get("model_type") != "qwen3":
         raise ValueError(f"checkpoints: {folder} holds model_type {config.get('model_type')!r}; expected 'qwen3'")
-    if not any(folder.glob("*.safetensors")):
-        read_sharded(folder, "model")  # raises, naming the missing file
     model = Qwen3Model.from_pretrained(str(folder), config=Qwen3Config.from_pretrained(str(folder)),
-                                       use_safetensors=True, torch_dtype=torch.float32, local_files_only=True)
+                                       use_safetensors=True, torch_dtype=dtype, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder), local_files_only=True)
     return model.eval().requires_grad_(False), tokenizer
 
 
-def _load_vae(folder: Path):
+def _load_vae(folder: Path, dtype: torch.dtype):
     from diffusers import AutoencoderOobleck
 
-    _require(folder / "config.json", "VAE config")
-    if not any(folder.glob("*.safetensors")):
-        read_sharded(folder, "diffusion_pytorch_model")  # raises, naming the missing file
-    vae = AutoencoderOobleck.from_pretrained(str(folder), use_safetensors=True, torch_dtype=torch.float32,
+    vae = AutoencoderOobleck.from_pretrained(str(folder), use_safetensors=True, torch_dtype=dtype,
                                              low_cpu_mem_usage=False, local_files_only=True)
     return vae.eval().requires_grad_(False)
 
 
-def _load_official(root: Path, variant: str) -> Parts:
+def _load_official(root: Path, variant: str, dtype: torch.dtype) -> Parts:
+    check_complete(root, missing_official(root, variant))
     folder = root / VARIANT_DIRS[variant]
-    if not folder.is_dir():
-        present = sorted(k for k, d in VARIANT_DIRS.items() if (root / d).is_dir())
-        raise FileNotFoundError(f"checkpoints: missing variant folder {folder} (variant {variant!r}); "
-                                f"this folder has variants {present}")
-    cfg = json.loads(_require(folder / "config.json", "model config").read_text())
+    cfg = json.loads((folder / "config.json").read_text())
+    silence = read_silence_latent(folder / "silence_latent.pt", cfg["audio_acoustic_hidden_dim"])
     state = read_sharded(folder, "model")
-    silence = read_silence_latent(folder / "silence_latent.pt")
     split: dict[str, dict[str, torch.Tensor]] = {name: {} for name in PREFIXES.values()}
     for key, tensor in state.items():
         mapped = official_to_diffusers(key)
@@ -355,10 +412,9 @@ def _load_official(root: Path, variant: str) -> Parts:
         skip = ("silence_latent",) if component == "condition_encoder" else ()
         nets[component] = build(classes[component], configs[component], split[component], source,
                                 lambda key, c=component: diffusers_to_official(c, key), skip)
-    _with_silence(nets["condition_encoder"], silence)
-    vae = _load_vae(_require(root / "vae", "VAE folder"))
-    text_folder = _require(root / TEXT_DIR, "text encoder folder")
-    text_model, tokenizer = _load_text(text_folder, text_folder)
+    nets["condition_encoder"].register_buffer("silence_latent", silence, persistent=True)  # [1, T, C], any T
+    vae = _load_vae(root / "vae", dtype)
+    text_model, tokenizer = _load_text(root / TEXT_DIR, root / TEXT_DIR, dtype)
     return Parts(variant, nets["transformer"], nets["condition_encoder"], vae, text_model, tokenizer,
                  nets["audio_tokenizer"], nets["audio_token_detokenizer"], layout="official")
 
@@ -370,31 +426,30 @@ def _variant_of(transformer_config: dict) -> str:
     return "turbo" if transformer_config.get("is_turbo") else "base"
 
 
-def _load_diffusers(root: Path, variant: str | None) -> Parts:
+def _load_diffusers(root: Path, variant: str | None, dtype: torch.dtype) -> Parts:
     index = json.loads((root / "model_index.json").read_text())
-    classes = _classes()
+    check_complete(root, missing_diffusers(root, index))
     nets = {}
-    for component, cls in classes.items():
+    for component, cls in _classes().items():
         folder = root / component
-        if component.startswith("audio_") and (index.get(component) in (None, [None, None]) or not folder.exists()):
+        if component.startswith("audio_") and _absent(root, index, component):
             nets[component] = None
             continue
-        cfg = json.loads(_require(folder / "config.json", f"{component} config").read_text())
+        cfg = json.loads((folder / "config.json").read_text())
         state = read_sharded(folder, "diffusion_pytorch_model")
-        source = str(folder)
-        kwargs = _config_kwargs(cls, cfg)
         skip = ("silence_latent",) if component == "condition_encoder" else ()
-        nets[component] = build(cls, kwargs, state, source, None, skip)
+        nets[component] = build(cls, _config_kwargs(cls, cfg), state, str(folder), None, skip)
         if component == "condition_encoder":
             if "silence_latent" not in state:
-                raise ValueError(f"{source}: missing key 'silence_latent' (the VAE latent of silence)")
-            _with_silence(nets[component], state["silence_latent"])
+                raise ValueError(f"{folder}: missing key 'silence_latent' (the VAE latent of silence)")
+            silence = check_silence(state["silence_latent"], nets["transformer"].config.audio_acoustic_hidden_dim,
+                                    f"{folder} key 'silence_latent'", time_first=True)
+            nets[component].register_buffer("silence_latent", silence, persistent=True)
     found = _variant_of(dict(nets["transformer"].config))
     if variant is not None and variant != found:
         raise ValueError(f"variant: {root} holds a {found!r} checkpoint, not {variant!r}")
-    vae = _load_vae(_require(root / "vae", "VAE folder"))
-    text_model, tokenizer = _load_text(_require(root / "text_encoder", "text encoder folder"),
-                                       _require(root / "tokenizer", "tokenizer folder"))
+    vae = _load_vae(root / "vae", dtype)
+    text_model, tokenizer = _load_text(root / "text_encoder", root / "tokenizer", dtype)
     return Parts(found, nets["transformer"], nets["condition_encoder"], vae, text_model, tokenizer,
                  nets["audio_tokenizer"], nets["audio_token_detokenizer"], layout="diffusers")
 

@@ -113,11 +113,18 @@ def test_the_ring_keeps_ticking_through_rejected_writes(runner):
     assert runner.completions >= before + 3 and not runner.errors
 
 
-def test_panel_tags_every_control_with_its_class(runner):
+def test_panel_tags_every_control_with_its_class_and_needs(runner):
+    from demon_nb.engine.control_table import NEEDS
+
     panel = ControlsPanel(runner)
-    for name, widget in panel.widgets.items():
-        row = next(r for r in panel.widget.children if getattr(r, "children", ()) and r.children[0] is widget)
+    # every control a widget can show is in the panel (latents and channel gains come from code/curves)
+    assert set(panel.widgets) == {n for n, row in CONTROLS.items() if row.kind not in ("latent", "gain")}
+    for name, row in panel.rows.items():
+        assert row.children[0] is panel.widgets[name]
         assert f">{CONTROLS[name].klass}<" in row.children[1].value
+        if CONTROLS[name].needs:
+            assert NEEDS[CONTROLS[name].needs] in row.children[1].value
+    assert "needs a source" in panel.rows["source_blend"].children[1].value
 
 
 def test_panel_shows_bad_typed_values_and_clears_them(runner):

@@ -21,8 +21,8 @@ def report():
 
 def test_contract_keys(report):
     assert report["depth"] == 4 and report["steps"] == 8 and report["tick_ms"] > 0
-    for klass in ("rebuild", "submission", "step", "decode"):
-        assert {"onset_ticks", "convergence_ticks", "dead_ticks"} <= set(report["classes"][klass])
+    for klass in ("rebuild", "submission", "steps", "step", "decode"):
+        assert {"onset_ticks", "convergence_ticks", "gap_ticks", "dead_ticks"} <= set(report["classes"][klass])
 
 
 def test_step_class_is_felt_next_tick_and_converges_in_s(report):
@@ -32,11 +32,21 @@ def test_step_class_is_felt_next_tick_and_converges_in_s(report):
 
 def test_submission_class_has_no_dead_air(report):
     sub = report["classes"]["submission"]
-    assert sub["dead_ticks"] == 0 and sub["dead_ticks_max"] == 0 and sub["onset_ticks"] == 8
+    assert sub["dead_ticks"] == 0 and sub["dead_ticks_max"] == 0
+    assert sub["onset_ticks"] == sub["onset_ticks_max"] == 8  # express lane: S ticks at every phase
 
 
-def test_rebuild_has_dead_air(report):
-    assert report["classes"]["rebuild"]["dead_ticks"] >= report["steps"] - 1
+def test_loop_length_rebuild_has_dead_air(report):
+    rebuild, steps = report["classes"]["rebuild"], report["steps"]
+    assert rebuild["probe"] == "loop_length"
+    # S - 1 ticks without any completion, S - 2 of them beyond the normal one-tick cadence gap
+    assert rebuild["gap_ticks"] >= steps - 1 and rebuild["dead_ticks"] >= steps - 2
+
+
+def test_steps_change_is_a_submission_without_dead_air(report):
+    steps = report["classes"]["steps"]
+    assert steps["class"] == "submission" and steps["dead_ticks"] == 0 and steps["dead_ticks_max"] == 0
+    assert steps["onset_ticks"] == 10  # the first slot born with 10 steps, at the very next tick (express lane)
 
 
 def test_decode_class_is_next_decode(report):

@@ -26,10 +26,14 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model = load(frames=64)
-    source = model.denoiser.sample_data(label=1, frames=model.frames, seed=123)
+    sources = {}
 
     def make_request(birth: int, controls: dict) -> Request:
-        return Request(cond=birth % 4, seed=birth, source=source, denoise=controls["denoise"], tag=birth)
+        frames = controls["frames"]
+        if frames not in sources:  # the loop-length probe changes the latent shape
+            sources[frames] = model.denoiser.sample_data(label=1, frames=frames, seed=123)
+        return Request(cond=birth % 4, seed=birth, source=sources[frames], denoise=controls["denoise"],
+                       steps=controls["steps"], tag=birth)
 
     def make_ring(mode: str = "per_slot") -> Ring:
         return Ring(model.denoiser, frames=model.frames, channels=model.denoiser.channels,

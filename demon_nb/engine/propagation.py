@@ -9,17 +9,20 @@ the write is tick 1):
 * onset: the first tick whose completions differ between C and A;
 * convergence: the first tick with a completion from which every completion of
   C equals B's;
-* dead: the longest run of ticks after the change without any completion in C,
-  minus the same for A (the normal gap between completions is not dead air).
+* gap: the longest run of ticks after the change without any completion in C;
+* dead: that gap minus the longest gap of A and of B (the normal gap between
+  completions under either value is not dead air: a longer schedule has a
+  longer cadence, discarding work is what makes dead air).
 
 Completions arrive every ``S / D`` ticks, so the measured latency depends on
 where in that cadence the write lands. We repeat the measurement for every phase
 of one cadence period and report the best case (the class's own latency) as
 ``onset_ticks`` / ``convergence_ticks`` and the worst case as ``..._max``.
 
-Classes and their probes (DESIGN.md section 4): rebuild (steps), submission
-(denoise, felt by slots born after the write), step (velocity scale, shared state),
-decode (a post-decode gain, felt at the next decode).
+Classes and their probes (DESIGN.md section 4): rebuild (loop length: the latent
+shape changes, so the slots in flight are discarded), submission (denoise, and
+steps: felt by slots born after the write, nothing discarded), step (velocity
+scale, shared state), decode (a post-decode gain, felt at the next decode).
 """
 
 from __future__ import annotations
@@ -46,12 +49,19 @@ class Probe:
     apply: Callable[[Ring, Controls, Any], None]  # write the value the way the instrument would
 
 
+def _set_frames(ring: Ring, controls: Controls, value) -> None:
+    ring.rebuild(frames=value)
+    controls["frames"] = value  # requests born from the next tick on are sized by it
+
+
 def _set_steps(ring: Ring, controls: Controls, value) -> None:
-    ring.rebuild(steps=value)
+    controls["steps"] = value
+    ring.express()  # as the instrument does for every submission write
 
 
 def _set_denoise(ring: Ring, controls: Controls, value) -> None:
     controls["denoise"] = value
+    ring.express()
 
 
 def _set_velocity_scale(ring: Ring, controls: Controls, value) -> None:
@@ -63,8 +73,9 @@ def _set_gain(ring: Ring, controls: Controls, value) -> None:
 
 
 PROBES = (
-    Probe("steps", "rebuild", None, 10, _set_steps),
+    Probe("loop_length", "rebuild", None, 48, _set_frames),
     Probe("denoise", "submission", 1.0, 0.6, _set_denoise),
+    Probe("steps", "submission", None, 10, _set_steps),
     Probe("velocity_scale", "step", 1.0, 1.3, _set_velocity_scale),
     Probe("gain", "decode", 1.0, 0.5, _set_gain),
 )
@@ -80,7 +91,7 @@ def run_stream(make_ring: Callable[[], Ring], make_request: MakeRequest, ticks: 
                decode: Callable[[torch.Tensor], torch.Tensor] = lambda z: z) -> Run:
     """Run ``ticks`` ticks with a continuous feed; apply ``change=(tick, probe, value)`` before that tick."""
     ring = make_ring()
-    controls: Controls = {"denoise": 1.0, "gain": 1.0}
+    controls: Controls = {"denoise": 1.0, "gain": 1.0, "steps": None, "frames": ring.frames}
     births = iter(range(10**9))
 
     def feed() -> Request:
@@ -130,8 +141,10 @@ def measure(probe: Probe, make_ring: Callable[[], Ring], make_request: MakeReque
             break
         if outs:
             convergence = tick - change_tick + 1
-    dead = _longest_gap(switched, change_tick, ticks) - _longest_gap(old, change_tick, ticks)
-    return {"probe": probe.name, "onset_ticks": onset, "convergence_ticks": convergence, "dead_ticks": dead}
+    gap = _longest_gap(switched, change_tick, ticks)
+    normal = max(_longest_gap(old, change_tick, ticks), _longest_gap(new, change_tick, ticks))
+    return {"probe": probe.name, "onset_ticks": onset, "convergence_ticks": convergence,
+            "gap_ticks": gap, "dead_ticks": max(0, gap - normal)}
 
 
 def measure_classes(make_ring: Callable[[], Ring], make_request: MakeRequest, steps: int, depth: int) -> dict:
@@ -140,11 +153,12 @@ def measure_classes(make_ring: Callable[[], Ring], make_request: MakeRequest, st
     results = {}
     for probe in PROBES:
         runs = [measure(probe, make_ring, make_request, warmup + phase, warmup + phase + 4 * steps) for phase in range(period)]
-        results[probe.klass] = {"probe": probe.name}
-        for key in ("onset_ticks", "convergence_ticks", "dead_ticks"):
+        key_name = probe.klass if probe.klass not in results else probe.name
+        results[key_name] = {"probe": probe.name, "class": probe.klass}
+        for key in ("onset_ticks", "convergence_ticks", "gap_ticks", "dead_ticks"):
             values = [r[key] for r in runs]
-            results[probe.klass][key] = min(values)
-            results[probe.klass][key.replace("_ticks", "_ticks_max")] = max(values)
+            results[key_name][key] = min(values)
+            results[key_name][key.replace("_ticks", "_ticks_max")] = max(values)
     return results
 
 
@@ -153,6 +167,7 @@ def denoise_sweep(make_ring: Callable[[], Ring], make_request: MakeRequest, tick
     ring = make_ring()
     controls: Controls = {"denoise": 1.0, "gain": 1.0}
     births = iter(range(10**9))
+    controls.update(steps=None, frames=ring.frames)
     ring.feed = lambda: make_request(next(births), controls)
     for _ in range(warmup):
         ring.tick()
@@ -166,7 +181,7 @@ def denoise_sweep(make_ring: Callable[[], Ring], make_request: MakeRequest, tick
 def time_ticks(ring: Ring, make_request: MakeRequest, ticks: int) -> list[float]:
     """Wall-clock milliseconds of each tick of a fed ring."""
     births = iter(range(10**9))
-    ring.feed = lambda: make_request(next(births), {"denoise": 1.0, "gain": 1.0})
+    ring.feed = lambda: make_request(next(births), {"denoise": 1.0, "gain": 1.0, "steps": None, "frames": ring.frames})
     times = []
     for _ in range(ticks):
         start = time.perf_counter()

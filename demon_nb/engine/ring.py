@@ -40,12 +40,12 @@ from typing import Any, Callable, Mapping
 import torch
 
 from . import sampler
+from .control_table import MAX_DEPTH
 from .request import Request, prepare
 from .sampler import Slot
 from .schedule import check_schedule_args, timesteps
 from .state import SharedState, Snapshot
 
-MAX_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class Ring:
         self._global_schedule: tuple[float, ...] | None = None
         self._lock = threading.Lock()
         self._pending_structure: dict[str, Any] = {}
+        self._express = False  # an express birth is due at the next birth phase
         self._rows_x = torch.empty(0, frames, channels, device=self.device, dtype=dtype)  # batch input buffer
         self._rows_t = torch.empty(0, device=self.device, dtype=dtype)
 
@@ -131,6 +132,13 @@ class Ring:
             earlier = self._pending_structure.get("schedule", {})
             self._pending_structure["schedule"] = {"steps": steps or earlier.get("steps"),
                                                    "shift": earlier.get("shift") if shift is None else float(shift)}
+
+    def express(self) -> None:
+        """Express lane: at the next tick one slot is born with the newest request, outside the birth
+        cadence (in a free slot, else in one extra row that leaves when it finishes). At most one
+        express slot is in flight; a write while it runs is picked up by the regular births."""
+        with self._lock:
+            self._pending_structure["express"] = True
 
     def rebuild(self, *, frames: int) -> None:
         """Loop-length change at the next tick: discards the slots in flight (their shape is gone)."""
@@ -220,7 +228,18 @@ class Ring:
 
     def _birth_slots(self) -> None:
         """Fill free slots. Staggered: births spaced ``S // D`` ticks apart (``ceil(D / S)`` per
-        tick when D > S; S of the newest birth), so completions come at an even cadence of D / S per tick."""
+        tick when D > S; S of the newest birth), so completions come at an even cadence of D / S per tick.
+        An express birth (see :meth:`express`) comes first and restarts the cadence from this tick."""
+        if self._express:
+            self._express = False
+            if not any(slot is not None and slot.express for slot in self.slots):
+                free = [i for i in range(self.depth) if self.slots[i] is None]
+                request = self._next_request()
+                if request is not None:
+                    if not free:
+                        self.slots.append(None)
+                    self._birth(free[0] if free else len(self.slots) - 1, request, express=True)
+                    return
         limit = self.depth
         if self.stagger:
             if self.tick_count - self._last_birth_tick < max(1, self._birth_steps // self.depth):
@@ -234,14 +253,19 @@ class Ring:
             request = self._next_request()
             if request is None:
                 return
-            schedule = self._schedule_for(request)
-            if self.mode == "global" and schedule != self._global_schedule:
-                self._flush()
-                self._global_schedule = schedule
-            self.slots[i] = sampler.new_slot(request, schedule, (1, self.frames, self.channels), self.device,
-                                             self.dtype, born_tick=self.tick_count)
-            self._last_birth_tick, self._birth_steps = self.tick_count, len(schedule) - 1
+            self._birth(i, request)
             limit -= 1
+
+    def _birth(self, i: int, request: Request, express: bool = False) -> None:
+        schedule = self._schedule_for(request)
+        if self.mode == "global" and schedule != self._global_schedule:
+            self._flush()
+            self._global_schedule = schedule
+        slot = sampler.new_slot(request, schedule, (1, self.frames, self.channels), self.device, self.dtype,
+                                born_tick=self.tick_count)
+        slot.express = express
+        self.slots[i] = slot
+        self._last_birth_tick, self._birth_steps = self.tick_count, len(schedule) - 1
 
     def _schedule_for(self, request: Request) -> tuple[float, ...]:
         if request.timesteps is not None:
@@ -272,6 +296,8 @@ class Ring:
             with self._lock:
                 self.queue.clear()
             self._global_schedule = None
+        if pending.get("express"):
+            self._express = True
         if "depth" in pending:
             self.depth = pending["depth"]
             if len(self.slots) < self.depth:
@@ -290,7 +316,8 @@ class Ring:
     def slots_view(self) -> list[dict | None]:
         """Per slot: step, steps, current noise level t, birth tick, tag (for the ring view)."""
         return [None if s is None else {"step": s.step, "steps": s.steps, "t": s.schedule[s.step],
-                                         "born_tick": s.born_tick, "draining": i >= self.depth, "tag": s.request.tag}
+                                         "born_tick": s.born_tick, "draining": i >= self.depth and not s.express,
+                                         "express": s.express, "tag": s.request.tag}
                 for i, s in enumerate(self.slots)]
 
 

@@ -50,6 +50,7 @@ class Slot:
     momentum: S.MomentumBuffer = field(default_factory=S.MomentumBuffer)
     uncond_velocity: Tensor | None = None  # residual-initialize cache
     versions: list[int] = field(default_factory=list)
+    express: bool = False  # born outside the cadence by the ring's express lane
 
     @property
     def steps(self) -> int:

@@ -17,39 +17,11 @@ from typing import Any, Mapping
 
 import torch
 
-from .curves import normalize_channel_gain, normalize_curve
-from .steps import DCW_MODES
+from .control_table import STEP_PARAMS, validate
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    kind: str  # "curve" (scalar or per-frame), "scalar", "choice", "gain" (per channel [and frame])
-    default: Any
-    lo: float = 0.0
-    hi: float = 1.0
-    choices: tuple = ()
-    doc: str = ""
-
-
-PARAMS: Mapping[str, Param] = MappingProxyType({p.name: p for p in (
-    Param("velocity_scale", "curve", 1.0, 0.0, 4.0, doc="x0_hat = x_t - t_c * (v * vs); Euler: x_n = x_t + (t_n - t_c) * v * vs"),
-    Param("source_blend", "curve", 1.0, 0.0, 1.0,
-          doc="SDE re-noise toward s * x0_hat + (1 - s) * source, per frame (set + a source: taken whatever the solver)"),
-    Param("ode_noise", "curve", 0.0, 0.0, 2.0, doc="ODE noise injection: + randn * onc * t_n"),
-    Param("x0_target_strength", "curve", 0.0, 0.0, 1.0, doc="x0_hat <- (1 - a) x0_hat + a x_target"),
-    Param("x0_target_gate", "scalar", 0.0, 0.0, 1.0, doc="morph only once the slot is this far (fraction) through its schedule"),
-    Param("guidance_scale", "curve", 1.0, 0.0, 30.0, doc="CFG/APG scale g (1 = no guidance)"),
-    Param("guidance_kind", "choice", "apg", choices=("apg", "cfg"), doc="APG (projected, momentum) or plain CFG"),
-    Param("apg_momentum", "scalar", -0.75, -1.0, 1.0, doc="APG momentum: running = diff + m * running"),
-    Param("apg_norm_threshold", "scalar", 2.5, 0.0, 100.0, doc="APG: clip ||diff|| per frame (0 = off)"),
-    Param("cfg_rescale", "scalar", 0.0, 0.0, 1.0, doc="CFG-rescale phi"),
-    Param("channel_gain", "gain", 1.0, 0.0, 4.0, doc="multiplier on the denoiser input, [1, T|1, C]"),
-    Param("solver", "choice", "ode", choices=("ode", "sde"), doc="Euler ODE step or SDE re-noise step"),
-    Param("dcw_mode", "choice", "off", choices=DCW_MODES, doc="DCW post-step wavelet correction: off, low, high, double, pix"),
-    Param("dcw_scaler", "curve", 0.05, -1.0, 1.0, doc="DCW low band (and pix): x_L += t * s * (x_L - y_L)"),
-    Param("dcw_high_scaler", "curve", 0.02, -1.0, 1.0, doc="DCW high band: x_H += (1 - t) * s * (x_H - y_H)"),
-)})
+# the step-class rows of the control table: name -> Spec (kind, range, default, help)
+PARAMS = STEP_PARAMS
 
 
 @dataclass(frozen=True)
@@ -82,19 +54,9 @@ class SharedState:
     # -- writes (any thread) -------------------------------------------------
     def normalize(self, name: str, value: Any) -> Any:
         """Validate one value and convert it to its tick form; ValueError names the parameter."""
-        param = PARAMS.get(name)
-        if param is None:
+        if name not in PARAMS:
             raise ValueError(f"unknown shared parameter {name!r}; expected one of {sorted(PARAMS)}")
-        if param.kind == "choice":
-            if value not in param.choices:
-                raise ValueError(f"{name}: expected one of {list(param.choices)}, got {value!r}")
-            return value
-        if param.kind == "gain":
-            return normalize_channel_gain(name, value, self.frames, self.channels, param.lo, param.hi, self.device, self.dtype)
-        if param.kind == "scalar":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name}: expected a number in [{param.lo}, {param.hi}], got {type(value).__name__}")
-        return normalize_curve(name, value, self.frames, param.lo, param.hi, self.device, self.dtype)
+        return validate(name, value, self.frames, self.channels, self.device, self.dtype)
 
     def update(self, **values: Any) -> int:
         """Write several parameters atomically (all validated first). Returns the new version."""

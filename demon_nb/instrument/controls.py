@@ -1,78 +1,27 @@
-"""Control binding: every control the instrument exposes, its propagation class,
-and where a write goes. Pure Python (no widgets); thread-safe.
+"""Control binding: where a write goes, by the control's propagation class.
 
-Classes (DESIGN.md section 4):
+Every control, its class, range and default is declared once in
+``demon_nb.engine.control_table``; this module routes writes (pure Python, no
+widgets, thread-safe):
+
 - ``step``: the shared per-step state (felt at the next tick);
-- ``submission``: the next requests (prompt, denoise, seed, source, ...);
-- ``rebuild``: steps (discards the slots in flight);
+- ``submission``: the next requests (prompt, denoise, seed, steps, shift, source, ...);
 - ``structure``: depth (grows at once, drains on shrink);
 - ``decode``: post-decode playback settings (next patch).
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from ..engine.curves import check_latent, normalize_curve
-from ..engine.request import CFG_MODES, Condition, Request
-from ..engine.ring import MAX_DEPTH, Ring
-from ..engine.schedule import MAX_STEPS
-from ..engine.state import PARAMS
+from ..engine.control_table import CONTROLS, spec, validate
+from ..engine.request import MAX_SEED, Condition, Request
+from ..engine.ring import Ring
 
-MAX_PROMPT_CHARS = 2000
-MAX_SEED = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class Control:
-    name: str
-    klass: str
-    label: str
-
-
-STEP_CONTROLS = {name: Control(name, "step", name.replace("_", " ")) for name in PARAMS}
-OTHER_CONTROLS = {c.name: c for c in (
-    Control("prompt_a", "submission", "prompt A"),
-    Control("prompt_b", "submission", "prompt B"),
-    Control("prompt_blend", "submission", "A ↔ B blend"),
-    Control("denoise", "submission", "denoise"),
-    Control("seed", "submission", "seed"),
-    Control("vary_seed", "submission", "new seed per completion"),
-    Control("cfg_mode", "submission", "CFG mode"),
-    Control("shift", "submission", "shift"),
-    Control("init_noise", "submission", "initial noise curve"),
-    Control("source", "submission", "source latent"),
-    Control("x0_target", "submission", "x0 target latent"),
-    Control("steps", "rebuild", "steps"),
-    Control("depth", "structure", "depth"),
-    Control("gain", "decode", "output gain"),
-)}
-CONTROLS = STEP_CONTROLS | OTHER_CONTROLS
-
-
-def _check_str(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{name}: expected text, got {type(value).__name__}")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise ValueError(f"{name}: at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
-    return value
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name}: expected an integer in {lo}..{hi}, got {value!r}")
-    return value
-
-
-def _check_float(name: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not lo <= value <= hi:
-        raise ValueError(f"{name}: expected a finite number in [{lo}, {hi}], got {value!r}")
-    return float(value)
+SUBMISSION = tuple(name for name, row in CONTROLS.items() if row.klass == "submission")
 
 
 class Controls:
@@ -88,36 +37,37 @@ class Controls:
         self.ring, self.encode_prompt = ring, encode_prompt
         self._lock = threading.Lock()
         self.version = 0  # submission version, stamped on every request
-        self.gain = 1.0
-        self._values: dict[str, Any] = {
-            "prompt_a": prompt, "prompt_b": "", "prompt_blend": 0.0, "denoise": 1.0, "seed": seed,
-            "vary_seed": False, "cfg_mode": cfg_mode, "shift": shift, "init_noise": None, "source": None,
-            "x0_target": None,
-        }
+        self.gain = CONTROLS["gain"].default
+        self._values: dict[str, Any] = {name: CONTROLS[name].default for name in SUBMISSION}
+        self._values.update(prompt_a=prompt, seed=seed, cfg_mode=cfg_mode, shift=shift, steps=ring.steps)
         self._births = 0
         self._conds: dict[str, Any] = {}
+        self._conds_lock = threading.Lock()
 
     # -- writes -----------------------------------------------------------------------
     def set(self, name: str, value: Any) -> int:
-        control = CONTROLS.get(name)
-        if control is None:
-            raise ValueError(f"unknown control {name!r}; expected one of {sorted(CONTROLS)}")
-        if control.klass == "step":
+        """Validate at once (ValueError naming the control and what is allowed), route the value
+        to its class and return the version it will be heard under: the shared-state version
+        for step and structure writes, the submission version for submission and decode writes."""
+        klass = spec(name).klass
+        if klass == "step":
             return self.ring.state.set(name, value)
-        if control.klass == "rebuild":
-            self.ring.rebuild(steps=_check_int(name, value, 1, MAX_STEPS))
+        if klass == "structure":
+            self.ring.set_depth(validate(name, value, self.ring.frames, self.ring.channels))
             return self.ring.state.version
-        if control.klass == "structure":
-            self.ring.set_depth(_check_int(name, value, 1, MAX_DEPTH))
-            return self.ring.state.version
-        if control.klass == "decode":
-            self.gain = _check_float(name, value, 0.0, 4.0)
+        if klass == "decode":
+            self.gain = validate(name, value, self.ring.frames, self.ring.channels)
             return self.version
         return self.update(**{name: value})
 
     def update(self, **values: Any) -> int:
         """Write several submission controls at once (one new version)."""
-        checked = {name: self._check(name, value) for name, value in values.items()}
+        for name in values:
+            if spec(name).klass != "submission":
+                raise ValueError(f"{name}: not a submission control (use set)")
+        ring = self.ring
+        checked = {name: validate(name, value, ring.frames, ring.channels, ring.device, ring.dtype)
+                   for name, value in values.items()}
         for name in ("prompt_a", "prompt_b"):
             if name in checked:
                 try:
@@ -127,40 +77,14 @@ class Controls:
         with self._lock:
             self._values.update(checked)
             self.version += 1
-            return self.version
-
-    def _check(self, name: str, value: Any) -> Any:
-        frames, channels = self.ring.frames, self.ring.channels
-        if name not in OTHER_CONTROLS or OTHER_CONTROLS[name].klass != "submission":
-            raise ValueError(f"unknown submission control {name!r}")
-        if name in ("prompt_a", "prompt_b"):
-            return _check_str(name, value)
-        if name == "prompt_blend":
-            return normalize_curve(name, value, frames, 0.0, 1.0, self.ring.device, self.ring.dtype)
-        if name == "denoise":
-            return _check_float(name, value, 0.0, 1.0)
-        if name == "seed":
-            return _check_int(name, value, 0, MAX_SEED)
-        if name == "vary_seed":
-            if not isinstance(value, bool):
-                raise ValueError(f"vary_seed: expected True or False, got {value!r}")
-            return value
-        if name == "cfg_mode":
-            if value not in CFG_MODES:
-                raise ValueError(f"cfg_mode: expected one of {list(CFG_MODES)}, got {value!r}")
-            return value
-        if name == "shift":
-            return None if value is None else _check_float(name, value, 0.05, 20.0)
-        if name == "init_noise":
-            return None if value is None else normalize_curve(name, value, frames, 0.0, 1.0, self.ring.device, self.ring.dtype)
-        # source / x0_target: a [T, C] latent or None
-        return None if value is None else check_latent(name, value, frames, channels).to(self.ring.device, self.ring.dtype)
+            version = self.version
+        self.ring.express()  # the next tick births a slot with the new values, outside the cadence
+        return version
 
     def get(self, name: str) -> Any:
-        if name in PARAMS:
+        klass = spec(name).klass
+        if klass == "step":
             return self.ring.state.get(name)
-        if name == "steps":
-            return self.ring.steps
         if name == "depth":
             return self.ring.depth
         if name == "gain":
@@ -170,12 +94,16 @@ class Controls:
 
     # -- the next request ------------------------------------------------------------
     def condition(self, prompt: str) -> Any:
-        """Encoded prompt, cached (bounded) so the tick thread never runs the text encoder twice."""
-        if prompt not in self._conds:
-            if len(self._conds) >= 64:
+        """Encoded prompt, cached (bounded) so the tick thread never runs the text encoder twice.
+        The encoder runs outside the lock; the cache is touched only under it."""
+        with self._conds_lock:
+            if prompt in self._conds:
+                return self._conds[prompt]
+        encoded = self.encode_prompt(prompt)
+        with self._conds_lock:
+            if len(self._conds) >= 64 and prompt not in self._conds:
                 self._conds.pop(next(iter(self._conds)))
-            self._conds[prompt] = self.encode_prompt(prompt)
-        return self._conds[prompt]
+            return self._conds.setdefault(prompt, encoded)
 
     def request(self) -> Request:
         """The request for the next slot born: the current submission values."""
@@ -197,7 +125,7 @@ class Controls:
         context = None if v["source"] is None else (cover(v["source"]) if cover else v["source"])
         return Request(cond=self.condition(v["prompt_a"]), context=context, seed=seed, source=v["source"], denoise=v["denoise"],
                        init_noise=init_noise, x0_target=v["x0_target"], conditions=conditions, weight=weight,
-                       cfg_mode=v["cfg_mode"], shift=v["shift"], version=version, tag=birth)
+                       cfg_mode=v["cfg_mode"], shift=v["shift"], steps=v["steps"], version=version, tag=birth)
 
 
 def as_float_list(value: Any) -> list[float] | float:

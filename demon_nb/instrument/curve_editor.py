@@ -18,7 +18,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .controls import CONTROLS
+from ..engine.control_table import CONTROLS
 
 Write = Callable[[str, Any], int]
 PRESETS = ("flat", "ramp", "sine", "pulse")
@@ -32,14 +32,17 @@ class CurveSpec:
     default: float
 
 
-CURVES = (
-    CurveSpec("source_blend", 0.0, 1.0, 1.0),
-    CurveSpec("velocity_scale", 0.0, 2.0, 1.0),
-    CurveSpec("guidance_scale", 0.0, 10.0, 1.0),
-    CurveSpec("x0_target_strength", 0.0, 1.0, 0.0),
-    CurveSpec("init_noise", 0.0, 1.0, 1.0),
-    CurveSpec("prompt_blend", 0.0, 1.0, 0.0),
-)
+DRAWN = ("source_blend", "velocity_scale", "guidance_scale", "x0_target_strength", "init_noise", "prompt_blend")
+
+
+def _curve_spec(name: str) -> CurveSpec:
+    """A drawn curve's range (the table's slider range) and default, from the control table."""
+    row = CONTROLS[name]
+    lo, hi, _ = row.ui or (row.lo, row.hi, 0.0)
+    return CurveSpec(name, lo, hi, hi if row.default is None else row.default)
+
+
+CURVES = tuple(_curve_spec(name) for name in DRAWN)
 
 
 # -- presets: pure functions of (frames, lo, hi) ---------------------------------------
@@ -105,7 +108,7 @@ class CurveEditor:
         self.draw = bq.interacts.HandDraw(lines=self.line)
         ax_x = bq.Axis(scale=sx, label="frame", num_ticks=5)
         ax_y = bq.Axis(scale=sy, orientation="vertical", num_ticks=3)
-        label = CONTROLS[spec.name].label if spec.name in CONTROLS else spec.name
+        label = CONTROLS[spec.name].title
         self.figure = bq.Figure(marks=[self.line, self.playhead], axes=[ax_x, ax_y], interaction=self.draw,
                                 title=label, fig_margin={"top": 30, "bottom": 30, "left": 45, "right": 10},
                                 layout=W.Layout(height=height, width="100%"))
@@ -156,7 +159,7 @@ class CurveEditors:
 
     def __init__(self, frames: int, write: Write, specs: tuple[CurveSpec, ...] = CURVES):
         self.editors = {s.name: CurveEditor(s, frames, write) for s in specs}
-        labels = [(CONTROLS[n].label if n in CONTROLS else n, n) for n in self.editors]
+        labels = [(CONTROLS[n].title, n) for n in self.editors]
         self.selector = W.Dropdown(options=labels, value=specs[0].name, description="curve",
                                    layout=W.Layout(width="320px"))
         self.selector.add_class("demon-curve-selector")

@@ -27,7 +27,7 @@ import torch
 
 from ..models import Model, load
 from .audio_out import DTYPES, AudioOut
-from .controls import CONTROLS
+from ..engine.control_table import CONTROLS
 from .curve_editor import CurveEditors
 from .panel import ControlsPanel
 from .runner import Runner, TickError

@@ -1,10 +1,12 @@
-"""The controls panel (ipywidgets): one widget per control, tagged with its propagation class.
+"""The controls panel (ipywidgets): one widget per control, built from the control table,
+tagged with its propagation class and with what it needs to be heard.
 
-Every widget's observer does one thing: ``write(name, value)`` (``runner.set`` or the
-instrument's version-recording wrapper, both thread-safe), so it is safe on the
-subshell threads ipykernel 7 may deliver widget messages on. A rejected value
-(ValueError naming the control) shows in the panel's message line; the ring is
-not touched and the music keeps playing.
+A basic section shows the everyday controls; collapsible sections hold guidance,
+source and noise, and DCW. Every widget's observer does one thing: ``write(name,
+value)`` (``runner.set`` or the instrument's version-recording wrapper, both
+thread-safe), so it is safe on the subshell threads ipykernel 7 may deliver widget
+messages on. A rejected value (ValueError naming the control) shows in the panel's
+message line; the ring is not touched and the music keeps playing.
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ from typing import Any, Callable
 import ipywidgets as W
 import torch
 
-from ..engine.request import CFG_MODES
-from ..engine.ring import MAX_DEPTH
-from .controls import CONTROLS
+from ..engine.control_table import CONTROLS, NEEDS, Spec
 
 Write = Callable[[str, Any], int]
 
 CLASS_COLORS = {"step": "#1b7f4b", "submission": "#1f5fa8", "rebuild": "#b03a2e",
                 "structure": "#a15c00", "decode": "#666666"}
+
+BASIC = ("prompt_a", "prompt_b", "prompt_blend", "denoise", "source_blend", "velocity_scale", "guidance_scale",
+         "cfg_mode", "seed", "vary_seed", "steps", "depth", "shift", "solver", "gain")
+SECTIONS = (
+    ("guidance", ("guidance_kind", "apg_momentum", "apg_norm_threshold", "cfg_rescale")),
+    ("source and noise", ("init_noise", "ode_noise", "x0_target_strength", "x0_target_gate")),
+    ("DCW (wavelet correction)", ("dcw_mode", "dcw_scaler", "dcw_high_scaler")),
+)
 
 
 def _wide() -> dict:
@@ -33,6 +41,13 @@ def _wide() -> dict:
 
 def _slider() -> dict:
     return dict(continuous_update=True, readout_format=".2f", **_wide())
+
+
+def needs_note(row: Spec) -> str:
+    """A small grey note saying what the control needs to be heard ("" when nothing)."""
+    if row.needs is None:
+        return ""
+    return f' <span class="demon-needs" style="font-size:10px;color:#777">{html.escape(NEEDS[row.needs])}</span>'
 
 
 def class_tag(klass: str) -> str:
@@ -72,34 +87,46 @@ class ControlsPanel:
         self._lock = threading.Lock()
         self.widgets: dict[str, W.Widget] = {}
         self._reflecting: set[str] = set()
-        get = runner.controls.get
-        f = lambda name, lo, hi, step, default: W.FloatSlider(  # noqa: E731
-            value=min(hi, max(lo, _scalar(get(name), default))), min=lo, max=hi, step=step,
-            description=CONTROLS[name].label, **_slider())
-        self._add("prompt_a", W.Text(value=get("prompt_a"), description="prompt A", continuous_update=False, **_wide()))
-        self._add("prompt_b", W.Text(value=get("prompt_b"), description="prompt B", continuous_update=False, **_wide()))
-        self._add("prompt_blend", f("prompt_blend", 0.0, 1.0, 0.01, 0.0))
-        self._add("denoise", f("denoise", 0.0, 1.0, 0.01, 1.0))
-        self._add("source_blend", f("source_blend", 0.0, 1.0, 0.01, 1.0))
-        self._add("velocity_scale", f("velocity_scale", 0.0, 2.0, 0.01, 1.0))
-        self._add("guidance_scale", f("guidance_scale", 0.0, 10.0, 0.05, 1.0))
-        self._add("cfg_mode", W.Dropdown(options=list(CFG_MODES), value=get("cfg_mode"), description="CFG mode", **_wide()))
-        self._add("seed", W.Text(value=str(get("seed")), description="seed", continuous_update=False, **_wide()),
-                  convert=lambda v: parse_int("seed", v))
-        self._add("vary_seed", W.Checkbox(value=bool(get("vary_seed")), description="new seed per completion", indent=False))
-        self._add("steps", W.IntSlider(value=get("steps"), min=1, max=32, description="steps", continuous_update=False, **_wide()))
-        self._add("depth", W.IntSlider(value=get("depth"), min=1, max=MAX_DEPTH, description="depth", continuous_update=False, **_wide()))
-        shift = get("shift") if get("shift") is not None else runner.ring.shift
-        # a grid that holds 3.0 exactly: a slider that rounds its initial value would echo a write
-        self._add("shift", W.FloatSlider(value=shift, min=0.5, max=10.0, step=0.25, description="shift", **_slider()))
-        self._add("solver", W.ToggleButtons(options=["ode", "sde"], value=get("solver"), description="solver",
-                                            style={"description_width": "130px", "button_width": "60px"}))
-        self._add("gain", f("gain", 0.0, 2.0, 0.01, 1.0))
-        rows = [W.HBox([w, W.HTML(class_tag(CONTROLS[n].klass))], layout=W.Layout(align_items="center"))
-                for n, w in self.widgets.items()]
+        self.rows: dict[str, W.HBox] = {}
+        basic = [self._row(name) for name in BASIC]
+        sections = W.Accordion(children=[W.VBox([self._row(n) for n in names]) for _, names in SECTIONS],
+                               titles=tuple(title for title, _ in SECTIONS), selected_index=None)
         title = W.HTML("<b>controls</b> <small>(tag = propagation class: when a change is heard)</small>")
-        self.widget = W.VBox([title, *rows, self.message], layout=W.Layout(width="450px", flex="0 0 auto"))
+        self.widget = W.VBox([title, *basic, sections, self.message], layout=W.Layout(width="450px", flex="0 0 auto"))
         self.widget.add_class("demon-controls")
+
+    def _row(self, name: str) -> W.HBox:
+        row = CONTROLS[name]
+        widget, convert = self._make(row)
+        self._add(name, widget, convert)
+        tag = W.HTML(class_tag(row.klass) + needs_note(row), layout=W.Layout(max_width="110px"))
+        self.rows[name] = W.HBox([widget, tag], layout=W.Layout(align_items="center"))
+        return self.rows[name]
+
+    def _make(self, row: Spec) -> tuple[W.Widget, Callable[[Any], Any]]:
+        """The widget for one table row, showing the control's current value."""
+        value = self.runner.controls.get(row.name)
+        if row.name == "shift" and value is None:
+            value = self.runner.ring.shift
+        lo, hi, step = row.ui or (row.lo, row.hi, 0.01)
+        same = lambda v: v  # noqa: E731
+        if row.kind == "text":
+            return W.Text(value=value, description=row.title, continuous_update=False, **_wide()), same
+        if row.kind == "bool":
+            return W.Checkbox(value=bool(value), description=row.title, indent=False), same
+        if row.kind == "choice" and row.name == "solver":
+            return W.ToggleButtons(options=list(row.choices), value=value, description=row.title,
+                                   style={"description_width": "130px", "button_width": "60px"}), same
+        if row.kind == "choice":
+            return W.Dropdown(options=list(row.choices), value=value, description=row.title, **_wide()), same
+        if row.kind == "int" and row.ui is None:  # a wide range (seed): typed
+            return (W.Text(value=str(value), description=row.title, continuous_update=False, **_wide()),
+                    lambda v: parse_int(row.name, v))
+        if row.kind == "int":
+            return W.IntSlider(value=value, min=int(lo), max=int(hi), description=row.title,
+                               continuous_update=False, **_wide()), same
+        shown = min(hi, max(lo, _scalar(value, row.default if row.default is not None else hi)))
+        return W.FloatSlider(value=shown, min=lo, max=hi, step=step, description=row.title, **_slider()), same
 
     def _add(self, name: str, widget: W.Widget, convert: Callable[[Any], Any] = lambda v: v) -> None:
         widget.add_class(f"demon-control-{name}")

@@ -5,7 +5,7 @@ import time
 
 
 class DenoiserWrapper:
-    """Delegates ``velocity``, ``collate``, ``unconditional`` and ``channels`` to ``inner``."""
+    """Delegates ``velocity``, ``collate``, ``unconditional``, ``cover_context`` and ``channels`` to ``inner``."""
 
     def __init__(self, inner):
         self.inner, self.channels = inner, inner.channels
@@ -18,6 +18,9 @@ class DenoiserWrapper:
 
     def unconditional(self):
         return self.inner.unconditional()
+
+    def cover_context(self, source):
+        return self.inner.cover_context(source)
 
 
 class FailingDenoiser(DenoiserWrapper):

@@ -29,7 +29,7 @@ class ConvCodec:
     def encode(self, audio):
         raise NotImplementedError
 
-    def decode(self, latent):
+    def decode(self, latent, offset=0):
         return self.net(latent.double().transpose(1, 2))
 
 

@@ -53,7 +53,7 @@ function initialize({ model, signal }) {
   const ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
   const state = {
     ctx, ready: false, error: "", sampleRate: ctx.sampleRate, patchesReceived: 0,
-    acks: 0, status: null, history: [], listeners: new Set(),
+    acks: 0, status: null, listeners: new Set(),
   };
   const id = model.get("_uid");
   reg.models[id] = state;
@@ -81,8 +81,6 @@ function initialize({ model, signal }) {
       }
       const status = { ...m, heard, heard_ctx: heardCtx, heard_at: heardAt, state: ctx.state, epoch: Date.now() / 1000 };
       state.status = status;
-      state.history.push({ rendered: m.rendered, rms: m.rms, silent: m.silent, skips: m.skips, t: status.epoch });
-      if (state.history.length > 600) state.history.shift();
       model.send({ type: "status", ...status });
       notify();
     }

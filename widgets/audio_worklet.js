@@ -1,7 +1,7 @@
 // AudioWorkletProcessor "demon-loop": holds the whole loop as PCM and loops it.
 //
 // Messages in (port): {type: "patch", start, data: Float32Array[], fade, versions, id}
-//                     {type: "play", playing}, {type: "volume", volume}, {type: "reset"}
+//                     {type: "play", playing}, {type: "volume", volume}
 // Messages out:       {type: "applied", id}            after a patch is in the buffer
 //                     {type: "status", ...}            about every 100 ms
 //
@@ -41,10 +41,6 @@ class DemonLoop extends AudioWorkletProcessor {
     if (m.type === "patch") this.applyPatch(m);
     else if (m.type === "play") this.playing = !!m.playing;
     else if (m.type === "volume") this.volume = m.volume;
-    else if (m.type === "reset") {
-      for (const ch of this.buf) ch.fill(0);
-      this.filled.fill(0); this.filledCount = 0; this.pos = 0; this.markers = []; this.heard = {};
-    }
   }
 
   applyPatch({ start, data, fade, versions, id }) {

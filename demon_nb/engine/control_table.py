@@ -114,7 +114,7 @@ _ROWS = (
     Spec("x0_target", "submission", "latent", None, needs="x0_target_strength", optional=True,
          label="x0 target latent", help="x0_hat is morphed toward it"),
     # -- structure and decode --
-    Spec("depth", "structure", "int", 4, 1, MAX_DEPTH, help="slots in flight: grows at once, drains on shrink"),
+    Spec("depth", "structure", "int", 4, 1, MAX_DEPTH, ui=(1, MAX_DEPTH, 1), help="slots in flight: grows at once, drains on shrink"),
     Spec("gain", "decode", "scalar", 1.0, 0.0, 4.0, ui=(0.0, 2.0, 0.01), label="output gain",
          help="post-decode gain, felt at the next patch"),
 )

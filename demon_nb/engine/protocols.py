@@ -64,8 +64,10 @@ class Codec(Protocol):
     def decode(self, latent: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """latent ``[B, T, C]`` -> ``audio [B, A, T * hop]``.
 
-        ``offset``: absolute frame index of ``latent[:, 0]``, for position-dependent
-        codecs (e.g. absolute oscillator phase); others ignore it.
+        ``offset`` (optional: only position-dependent codecs, e.g. with an absolute
+        oscillator phase, declare it): absolute frame index of ``latent[:, 0]``. The
+        windowed decode passes it only to a codec whose ``decode`` has it, and batches
+        the windows of a position-independent codec into one call.
         """
         ...
 

@@ -120,11 +120,6 @@ class AudioOut(anywidget.AnyWidget):
             self.send(content, [payload])
             self.patches_sent += 1
 
-    def reset(self) -> None:
-        """Clear the browser's loop buffer."""
-        with self._lock:
-            self.send({"type": "reset"})
-
     # --- callbacks -----------------------------------------------------------
     def on_ready(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(sample_rate)`` on every ready (first load, page reload);

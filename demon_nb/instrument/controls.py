@@ -121,8 +121,7 @@ class Controls:
         seed = (v["seed"] + birth) % (MAX_SEED + 1) if v["vary_seed"] else v["seed"]
         init_noise = v["init_noise"] if v["source"] is not None else None
         # the source is also the model's cover hint (context latents), when it takes one
-        cover = getattr(self.ring.denoiser, "cover_context", None)
-        context = None if v["source"] is None else (cover(v["source"]) if cover else v["source"])
+        context = None if v["source"] is None else self.ring.denoiser.cover_context(v["source"])
         return Request(cond=self.condition(v["prompt_a"]), context=context, seed=seed, source=v["source"], denoise=v["denoise"],
                        init_noise=init_noise, x0_target=v["x0_target"], conditions=conditions, weight=weight,
                        cfg_mode=v["cfg_mode"], shift=v["shift"], steps=v["steps"], version=version, tag=birth)

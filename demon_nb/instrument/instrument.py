@@ -30,6 +30,7 @@ from .audio_out import DTYPES, AudioOut
 from ..engine.control_table import CONTROLS
 from .curve_editor import CurveEditors
 from .panel import ControlsPanel
+from .player import DEFAULT_WINDOW_S
 from .runner import Runner, TickError
 from .source_picker import SourcePicker
 from .views import LatencyTracker, LatentView, MetricsView, Refresher, RingView
@@ -128,7 +129,7 @@ class Instrument:
     """
 
     def __init__(self, model: Model, *, depth: int = 4, steps: int | None = None, prompt: str | None = None,
-                 seed: int = 0, window_s: float = 0.5, max_ticks_per_s: float | None = 50.0,
+                 seed: int = 0, window_s: float = DEFAULT_WINDOW_S, max_ticks_per_s: float | None = 50.0,
                  refresh_hz: float = 10.0, microphone: bool = True, note: str = "", autostart: bool = True,
                  transport: str = "int16"):
         if transport not in DTYPES:

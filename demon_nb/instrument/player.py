@@ -20,6 +20,7 @@ import numpy as np
 
 SAMPLE_RATE = 48_000
 CHANNELS = 2
+DEFAULT_WINDOW_S = 0.5  # audio decoded per completion, ahead of the playhead (one place for the default)
 
 
 def _positive_int(name: str, value, allow_zero: bool = False) -> int:
@@ -253,7 +254,7 @@ class Player:
     """
 
     def __init__(self, loop_samples: int, hop: int, sample_rate: int = SAMPLE_RATE,
-                 channels: int = CHANNELS, window_s: float = 2.0, fade_ms: float = 5.0,
+                 channels: int = CHANNELS, window_s: float = DEFAULT_WINDOW_S, fade_ms: float = 5.0,
                  lead: LeadEstimator | None = None, limiter_threshold: float = 0.9):
         self.hop = _positive_int("hop", hop)
         self.loop_samples = _positive_int("loop_samples", loop_samples)

@@ -31,7 +31,7 @@ from ..engine.decode import decode_window
 from ..engine.ring import Completion, Ring
 from ..engine.state import PARAMS
 from .controls import Controls
-from .player import Patch, Player
+from .player import DEFAULT_WINDOW_S, Patch, Player
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,14 @@ class TickError:
 
 class Runner:
     def __init__(self, model, *, depth: int = 4, steps: int | None = None, shift: float | None = None,
-                 device="cpu", dtype=torch.float32, window_s: float = 1.0, prompt: str = "", seed: int = 0,
+                 device="cpu", dtype=torch.float32, window_s: float = DEFAULT_WINDOW_S, prompt: str | None = None, seed: int = 0,
                  max_ticks_per_s: float | None = None):
         d = model.defaults
         self.model = model
         self.ring = Ring(model.denoiser, frames=model.frames, channels=model.denoiser.channels, depth=depth,
                          steps=steps or d.get("steps", 8), shift=shift or d.get("shift", 3.0), device=device, dtype=dtype)
         self.ring.state.update(**{k: v for k, v in d.items() if k in PARAMS})  # e.g. guidance_scale, solver
+        prompt = d.get("prompt", "") if prompt is None else prompt  # None: the model's default prompt
         self.controls = Controls(self.ring, model.text_encoder.encode, prompt=prompt, seed=seed,
                                  cfg_mode=d.get("cfg_mode", "none"))
         self.ring.feed = self.controls.request
@@ -232,9 +233,9 @@ class Runner:
             "tick_ms": _median(self.tick_ms), "decode_ms": _median(self.decode_ms),
             "completions_per_s": (len(recent) - 1) / span if span > 0 else 0.0,
             "lead_ms": self.player.lead.seconds * 1e3, "completions": self.completions,
-            "errors": len(self.errors), "depth": self.ring.depth, "steps": self.ring.steps,
+            "errors": len(self.errors), "depth": self.ring.depth, "steps": self.controls.get("steps"),
         }
-        result["warning"] = realtime_warning(result["tick_ms"], result["decode_ms"], self.ring.steps, len(self.tick_ms))
+        result["warning"] = realtime_warning(result["tick_ms"], result["decode_ms"], result["steps"], len(self.tick_ms))
         return result
 
 

@@ -39,6 +39,10 @@ class AnalyticDenoiser:
                 raise ValueError(f"cond: expected a label in -1..{self.labels - 1}, got {c!r}")
         return torch.tensor(list(conds), device=self.device)
 
+    def cover_context(self, source: torch.Tensor) -> None:
+        """None: the analytic model reads no context."""
+        return None
+
     def _component_means(self, labels: torch.Tensor) -> torch.Tensor:
         """[B, K', C]: each row's label components; label -1 takes all of them."""
         everything = self.means.reshape(1, -1, self.channels)
@@ -76,6 +80,7 @@ class IdentityCodec:
         self.channels = channels
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """``tanh(channel mean)`` per frame (position-independent: no ``offset``)."""
         return torch.tanh(latent.mean(-1, keepdim=True)).transpose(1, 2)
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:

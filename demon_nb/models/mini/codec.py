@@ -90,7 +90,6 @@ class SynthCodec:
         self.mean = torch.tensor(MEAN, dtype=torch.float32)
         self.std = torch.tensor(STD, dtype=torch.float32)
         self._groups = self._analysis_groups(midi, f0)
-        self._drum_ref = torch.ones(4)
         self._drum_ref = self._calibrate_drums()
 
     # ------------------------------------------------------------------ normalization

@@ -8,10 +8,7 @@ a small learned projection (``TextProjection``).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -38,26 +35,10 @@ DEFAULT_CONFIG = {
 
 
 def dit_class():
-    """diffusers' ``AceStepTransformer1DModel``, imported without running
-    ``diffusers/models/transformers/__init__.py`` (which imports every DiT in diffusers
-    and dominates the load time); falls back to the normal import."""
-    name = "diffusers.models.transformers.ace_step_transformer"
-    if name in sys.modules:
-        return sys.modules[name].AceStepTransformer1DModel
-    try:
-        import diffusers.models  # noqa: F401 - parent package (lazy)
+    """diffusers' ``AceStepTransformer1DModel`` (imported on first use)."""
+    from diffusers import AceStepTransformer1DModel
 
-        root = Path(importlib.util.find_spec("diffusers").submodule_search_locations[0])
-        spec = importlib.util.spec_from_file_location(name, root / "models" / "transformers" / "ace_step_transformer.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module.AceStepTransformer1DModel
-    except Exception:  # noqa: BLE001 - layout changed: take the public import
-        sys.modules.pop(name, None)
-        from diffusers import AceStepTransformer1DModel
-
-        return AceStepTransformer1DModel
+    return AceStepTransformer1DModel
 
 
 class TextProjection(nn.Module):
@@ -159,6 +140,10 @@ class MiniDenoiser:
     def unconditional(self) -> torch.Tensor:
         """MiniLM states of the empty prompt (what condition dropout trained on)."""
         return self._uncond
+
+    def cover_context(self, source: torch.Tensor) -> torch.Tensor:
+        """The source latent itself (``make_context`` adds the mask)."""
+        return source
 
     def collate(self, conds: Sequence[Any], contexts: Sequence[torch.Tensor | None]) -> MiniBatch:
         """Stack the rows once; the same rows (by identity) on later ticks reuse the cached batch."""

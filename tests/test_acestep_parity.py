@@ -311,7 +311,7 @@ def test_cover_matches_ace_step_pipeline_cover_task(request, monkeypatch, varian
     assert moved > 0.1  # the source really conditions the pipeline's output
 
     # the instrument's request for this source is the same request
-    from demon_nb.instrument.controls import Controls
+    from demon_nb.live.controls import Controls
 
     ring = _ring(model, guidance_scale)
     controls = Controls(ring, lambda prompt: cover, prompt="jazz trio", cfg_mode=cfg_mode)

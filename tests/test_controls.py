@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from demon_nb.engine.state import PARAMS
-from demon_nb.instrument.controls import CONTROLS
-from demon_nb.instrument.panel import ControlsPanel, parse_int
-from demon_nb.instrument.runner import Runner
+from demon_nb.live.controls import CONTROLS
+from demon_nb.live.panel import ControlsPanel, parse_int
+from demon_nb.live.runner import Runner
 from demon_nb.models import load
 
 FRAMES, CHANNELS = 16, 4

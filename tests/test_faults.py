@@ -44,7 +44,7 @@ def execute(client, code: str, timeout: float = 60.0) -> dict:
 def test_music_continues_through_a_blocking_cell_and_a_keyboard_interrupt(kernel):
     manager, client = kernel
     setup = execute(client, "from demon_nb.models import load\n"
-                            "from demon_nb.instrument.runner import Runner\n"
+                            "from demon_nb.live.runner import Runner\n"
                             "runner = Runner(load('analytic'), prompt='1', max_ticks_per_s=50).start()\n"
                             "import time; time.sleep(0.5); print(runner.completions)")
     assert setup["status"] == "ok", setup
@@ -87,7 +87,7 @@ class Flaky(DenoiserWrapper):
 def test_injected_tick_faults_are_reported_and_playback_goes_on():
     import numpy as np
 
-    from demon_nb.instrument.runner import Runner
+    from demon_nb.live.runner import Runner
     from demon_nb.models import load
 
     model = load("analytic", frames=16)

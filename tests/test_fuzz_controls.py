@@ -12,8 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from demon_nb.instrument.controls import CONTROLS
-from demon_nb.instrument.runner import Runner
+from demon_nb.live.controls import CONTROLS
+from demon_nb.live.runner import Runner
 from demon_nb.models import load
 
 MODEL = load("analytic", frames=32, channels=4)

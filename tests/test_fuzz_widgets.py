@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from traitlets import TraitError
 
-from demon_nb.instrument.instrument import Instrument
+from demon_nb.live.instrument import Instrument
 from demon_nb.models import load
 
 MODEL = load("analytic", frames=32, channels=4)

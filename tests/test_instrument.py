@@ -13,11 +13,12 @@ import soundfile as sf
 import torch
 
 from demon_nb.engine.decode import decode_window
-from demon_nb.instrument import curve_editor as ce
-from demon_nb.instrument import instrument as instrument_module
-from demon_nb.instrument import source_picker as sp
-from demon_nb.instrument.instrument import Instrument, ToneCodec, make_instrument, playable
-from demon_nb.instrument.views import LatencyTracker, quantize
+from demon_nb.live import curve_editor as ce
+from demon_nb.live import instrument as instrument_module
+from demon_nb.live import source_picker as sp
+from demon_nb.live.instrument import Instrument, make_instrument
+from demon_nb.models.tone import ToneCodec, playable
+from demon_nb.live.views import LatencyTracker, quantize
 from demon_nb import lab
 from demon_nb.models import load
 from helpers import FailingDenoiser, wait_until
@@ -317,7 +318,7 @@ def test_wait_completion_blocks_until_the_next_one(inst):
 
 
 def test_one_argument_starts_the_instrument_on_an_acestep_checkpoint(tmp_path):
-    from demon_nb.instrument.instrument import make_instrument
+    from demon_nb.live.instrument import make_instrument
     from demon_nb.models.acestep import tiny
 
     folder = tiny.write_official(tmp_path, seed=0)

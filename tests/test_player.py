@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from demon_nb.instrument.player import (
+from demon_nb.live.player import (
     LeadEstimator, LoopMirror, Patch, Player, extrapolate_playhead, fade_samples,
     fade_weights, place, plan_window, sanitize, soft_limit, window_frames,
 )
@@ -167,10 +167,12 @@ def test_player_first_patch_fills_loop_then_windows():
     pcm[0, 0] = np.nan
     patch = p.make_patch(a, pcm, {"gain": 3}, completion_id=7, decode_s=0.1, now=0.5)
     assert patch.start_sample == 1800 and p.nonfinite == 1 and p.mirror.filled.all()
-    assert p.plan(now=0.5) == (17, 27)           # now a 1 s window from the frame holding sample 1750
-    window = p.make_patch(17, np.full((2, 1000), 0.25, np.float32), {}, completion_id=8, now=0.5)
+    planned = p.plan(now=0.5)
+    assert planned == (17, 27) and planned.skip == 50  # a 1 s window from the frame holding sample 1750
+    window = p.make_patch(planned, np.full((2, 1000), 0.25, np.float32), {}, completion_id=8, now=0.5)
     assert window.start_sample == 1750 and window.samples == 950  # starts at the sample, not the frame
-    p._pending.pop(8)
+    assert p.make_patch(17, np.full((2, 1000), 0.25, np.float32), {}, 9).start_sample == 1700  # a bare frame
+    p._pending.pop(8), p._pending.pop(9)
     transport = p.acked(7, now=patch_sent_plus(p, 0.05))
     assert transport is not None and p.lead.count == 1
     assert p.lead.seconds == pytest.approx(0.1 + transport / 2 + p.lead.margin_s)  # decode + one-way trip
@@ -205,7 +207,7 @@ def test_mirror_first_fill_has_no_fade_from_silence():
 # --- AudioOut, kernel side (no browser: messages are captured) -----------------
 
 def make_audio(**kwargs):
-    from demon_nb.instrument.audio_out import AudioOut
+    from demon_nb.live.audio_out import AudioOut
 
     audio = AudioOut(**{"loop_samples": 1000, **kwargs})
     sent = []
@@ -214,7 +216,7 @@ def make_audio(**kwargs):
 
 
 def test_encode_pcm_float32_and_int16():
-    from demon_nb.instrument.audio_out import encode_pcm
+    from demon_nb.live.audio_out import encode_pcm
 
     pcm = np.array([[0.5, -1.0, 2.0], [0.0, 0.25, -0.5]], np.float32)
     np.testing.assert_array_equal(np.frombuffer(encode_pcm(pcm), "<f4").reshape(2, 3), pcm)
@@ -246,7 +248,7 @@ def test_audio_out_send_patch_message():
     (dict(loop_samples=-1), "loop_samples"), (dict(volume=2.0), "volume"), (dict(dtype="f64"), "dtype"),
 ])
 def test_audio_out_bad_arguments(kwargs, word):
-    from demon_nb.instrument.audio_out import AudioOut
+    from demon_nb.live.audio_out import AudioOut
 
     with pytest.raises(ValueError, match=word):
         AudioOut(**{"loop_samples": 1000, **kwargs})
@@ -273,7 +275,7 @@ def test_audio_out_ready_status_ack_and_reload_resend():
                                  "heard": {"tone": 1}, "heard_at": {"tone": 12.5}}, [])
     assert audio.playhead == 640 and audio.silent_samples == 3 and audio.fill == pytest.approx(0.3)
     assert audio.heard_versions == {"tone": 1} and audio.heard_at == {"tone": 12.5}
-    assert player.playhead(now=player._reported_at) == 640
+    assert player.playhead(now=player._clock[1]) == 640  # (playhead, reported_at, playing)
 
     sent.clear()
     audio._on_custom_msg(audio, {"type": "ready", "sample_rate": 8000}, [])   # page reload

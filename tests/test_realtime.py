@@ -2,7 +2,7 @@
 
 import time
 
-from demon_nb.instrument.runner import Runner, realtime_warning
+from demon_nb.live.runner import Runner, realtime_warning
 from demon_nb.models import load
 from helpers import DenoiserWrapper
 

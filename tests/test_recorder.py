@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from demon_nb.instrument.player import LoopMirror, Patch
-from demon_nb.instrument.recorder import Recorder
+from demon_nb.live.player import LoopMirror, Patch
+from demon_nb.live.recorder import Recorder
 
 
 def ramp_mirror(loop=1000, channels=2):

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from demon_nb.instrument.player import Patch
-from demon_nb.instrument.runner import Runner
+from demon_nb.live.player import Patch
+from demon_nb.live.runner import Runner
 from demon_nb.models import load
 from helpers import FailingDenoiser, wait_until
 

@@ -52,7 +52,7 @@ def _own_socket_inodes() -> set[str]:
 
 @pytest.mark.skipif(not pathlib.Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
 def test_the_runtime_opens_no_listening_socket():
-    from demon_nb.instrument.runner import Runner
+    from demon_nb.live.runner import Runner
     from demon_nb.models import load
 
     before = _own_socket_inodes() & _listening_inodes()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..engine.control_table import CONTROLS
-from ..instrument.runner import Runner
+from ..live.runner import Runner
 from ..models import load
 from . import bench_parser
 

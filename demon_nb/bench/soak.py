@@ -19,7 +19,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from ..instrument.runner import Runner
+from ..live.runner import Runner
 from ..models import load
 from ._runtime import PlayheadClock, rss_mb
 from . import bench_parser

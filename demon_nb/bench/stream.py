@@ -15,7 +15,7 @@ import torch
 
 from ..engine.request import Request
 from ..engine.ring import Ring
-from ..instrument.runner import Runner
+from ..live.runner import Runner
 from ..models import load
 from ._runtime import PlayheadClock, cpus, percentile, rss_mb
 from . import bench_parser

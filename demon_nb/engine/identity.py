@@ -2,7 +2,8 @@
 
 Every slot draws all its noise from its own generator, so running requests side
 by side in one ring, born at staggered ticks, must give the same latents as
-running each alone. Returns the largest absolute difference over all requests.
+running each alone with :func:`demon_nb.engine.sampler.sample` (the same
+sampler, one request, no ring). Returns the largest absolute difference.
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from .request import Request
+from .request import Request, prepare
 from .ring import Ring
+from .sampler import sample
 
 
 def run_alone(make_ring: Callable[[int], Ring], request: Request) -> torch.Tensor:
+    """One request through :func:`sample`, with the ring's denoiser, shape, schedule and state."""
     ring = make_ring(1)
-    ring.submit(request)
-    while True:
-        done = ring.tick()
-        if done:
-            return done[0].latent
+    prepared = prepare(request, ring.frames, ring.channels, ring.device, ring.dtype)
+    return sample(ring.denoiser, prepared, ring.schedule_for(prepared), ring.state.snapshot(),
+                  frames=ring.frames, channels=ring.channels, device=ring.device, dtype=ring.dtype)
 
 
 def run_interleaved(make_ring: Callable[[int], Ring], requests: Sequence[Request], depth: int) -> dict:

@@ -257,7 +257,7 @@ class Ring:
             limit -= 1
 
     def _birth(self, i: int, request: Request, express: bool = False) -> None:
-        schedule = self._schedule_for(request)
+        schedule = self.schedule_for(request)
         if self.mode == "global" and schedule != self._global_schedule:
             self._flush()
             self._global_schedule = schedule
@@ -267,7 +267,7 @@ class Ring:
         self.slots[i] = slot
         self._last_birth_tick, self._birth_steps = self.tick_count, len(schedule) - 1
 
-    def _schedule_for(self, request: Request) -> tuple[float, ...]:
+    def schedule_for(self, request: Request) -> tuple[float, ...]:
         if request.timesteps is not None:
             return request.timesteps
         denoise = request.denoise if request.source is not None else 1.0

@@ -12,8 +12,8 @@ SR, HOP, FRAMES = 48_000, 1920, 100          # a 4 s loop
 SETUP = """\
 import threading, time
 import numpy as np
-from demon_nb.instrument.audio_out import AudioOut
-from demon_nb.instrument.player import Player
+from demon_nb.live.audio_out import AudioOut
+from demon_nb.live.player import Player
 
 SR, HOP, LOOP = {SR}, {HOP}, {loop}
 audio = AudioOut(sample_rate=SR, channels=2, loop_samples=LOOP, volume=0.8, dtype="{dtype}")
@@ -52,7 +52,7 @@ def setup(dtype):
 
 # record what is heard (the kernel's mirror of the loop, advanced by the reports)
 RECORD = """\
-from demon_nb.instrument.recorder import Recorder
+from demon_nb.live.recorder import Recorder
 rec = Recorder("heard.wav", SR, 2)
 audio.on_status(rec.status_callback(player.mirror))
 """

@@ -72,7 +72,7 @@ def test_curve_stroke_drawn_with_mouse_reaches_kernel(play):
     lab, _ = play
     name = ui.visible_curve(lab)
     assert name, "no curve editor is shown"
-    expr = (f"{{'curve': __import__('demon_nb.instrument.controls', fromlist=['x']).as_float_list(inst.get('{name}')),"
+    expr = (f"{{'curve': __import__('demon_nb.live.controls', fromlist=['x']).as_float_list(inst.get('{name}')),"
             f" 'lo': inst.curves['{name}'].spec.lo, 'hi': inst.curves['{name}'].spec.hi,"
             f" 'frames': inst.model.frames, 'errors': inst.curves['{name}'].message.value}}")
     before = lab.kernel_json(expr)

@@ -165,14 +165,14 @@ class Runner:
             return []
 
     def _render(self, completion: Completion) -> Patch:
-        a, b = self.player.plan()
+        window = self.player.plan()
         started = time.perf_counter()
-        audio = decode_window(self.model.codec, completion.latent, a, b, loop=True)
+        audio = decode_window(self.model.codec, completion.latent, window.a, window.b, loop=True)
         pcm = (audio.float() * self.controls.gain).cpu().numpy().astype(np.float32, copy=False)
         decode_s = time.perf_counter() - started
         self.decode_ms.append(decode_s * 1e3)
         versions = {"state": completion.state_versions[-1], "submission": completion.request.version}
-        return self.player.make_patch(a, pcm, versions, self.completions, decode_s)
+        return self.player.make_patch(window, pcm, versions, self.completions, decode_s)
 
     def _publish(self, patch: Patch, completion: Completion) -> None:
         for callback in list(self._listeners):

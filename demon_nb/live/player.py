@@ -11,6 +11,7 @@ PCM (non-finite samples zeroed, soft limiter keeping output in [-1, 1]).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -214,17 +215,19 @@ class LoopMirror:
         self.fade = _positive_int("fade", fade, allow_zero=True)
         self.pcm = np.zeros((self.channels, self.loop_samples), dtype=np.float32)
         self.filled = np.zeros(self.loop_samples, dtype=bool)
+        self._lock = threading.Lock()  # the tick thread writes, the comm thread (reload) and the recorder read
 
     def apply(self, patch: Patch) -> None:
         if patch.pcm.shape[0] != self.channels:
             raise ValueError(f"patch channels must be {self.channels}, got {patch.pcm.shape[0]}")
         w = fade_weights(patch.samples, self.fade)
-        for loop_start, offset, length in place(patch.start_sample, patch.samples, self.loop_samples):
-            dst = slice(loop_start, loop_start + length)
-            ww = np.where(self.filled[dst], w[offset:offset + length], np.float32(1.0))
-            new = patch.pcm[:, offset:offset + length]
-            self.pcm[:, dst] = self.pcm[:, dst] * (1.0 - ww) + new * ww
-            self.filled[dst] = True
+        with self._lock:
+            for loop_start, offset, length in place(patch.start_sample, patch.samples, self.loop_samples):
+                dst = slice(loop_start, loop_start + length)
+                ww = np.where(self.filled[dst], w[offset:offset + length], np.float32(1.0))
+                new = patch.pcm[:, offset:offset + length]
+                self.pcm[:, dst] = self.pcm[:, dst] * (1.0 - ww) + new * ww
+                self.filled[dst] = True
 
     @property
     def fill_fraction(self) -> float:
@@ -233,24 +236,47 @@ class LoopMirror:
     def read(self, start: int, samples: int) -> np.ndarray:
         """``[A, samples]`` from ``start`` onwards, wrapping around the loop end."""
         idx = (int(start) + np.arange(_positive_int("samples", samples, allow_zero=True))) % self.loop_samples
-        return self.pcm[:, idx]
+        with self._lock:
+            return self.pcm[:, idx]
 
     def patches(self, chunk: int, versions: dict[str, int] | None = None) -> Iterator[Patch]:
         """The whole filled loop as patches (to resend after a page reload)."""
         chunk = _positive_int("chunk", chunk)
+        with self._lock:  # one consistent snapshot, even while the tick thread keeps patching
+            pcm, filled = self.pcm.copy(), self.filled.copy()
         for start in range(0, self.loop_samples, chunk):
             n = min(chunk, self.loop_samples - start)
-            if self.filled[start:start + n].any():
-                yield Patch(start, self.pcm[:, start:start + n].copy(), dict(versions or {}), -1, time.time())
+            if filled[start:start + n].any():
+                yield Patch(start, pcm[:, start:start + n], dict(versions or {}), -1, time.time())
+
+
+class Window(tuple):
+    """A planned decode window: the pair ``(a, b)`` of frames (wrapped), plus ``skip``, the
+    samples of frame ``a`` to drop so the patch starts at the planned sample. Immutable."""
+
+    def __new__(cls, a: int, b: int, skip: int = 0):
+        window = super().__new__(cls, (int(a), int(b)))
+        window.skip = int(skip)
+        return window
+
+    @property
+    def a(self) -> int:
+        return self[0]
+
+    @property
+    def b(self) -> int:
+        return self[1]
 
 
 class Player:
     """Plans windows, builds clean patches and mirrors the loop.
 
-    The runner calls ``plan()`` when a completion is ready, decodes frames
-    ``[a, b)`` (wrapped), then ``make_patch(a, pcm, versions, id, decode_s)``,
-    sends it, and reports ``acked(id)`` when the browser confirms it; ``report``
-    feeds the browser's playhead.
+    The runner (tick thread, the owner) calls ``plan()`` when a completion is ready,
+    decodes frames ``[a, b)`` of the returned :class:`Window`, then
+    ``make_patch(window, pcm, versions, id, decode_s)``. The comm thread calls
+    ``report`` (the browser's playhead: one immutable tuple, swapped atomically) and
+    ``acked(id)``; the pending sends and the lead estimator are shared between the two
+    under one lock. The mirror locks itself.
     """
 
     def __init__(self, loop_samples: int, hop: int, sample_rate: int = SAMPLE_RATE,
@@ -270,48 +296,45 @@ class Player:
         self.limiter_threshold = limiter_threshold
         self.nonfinite = 0          # samples zeroed by sanitize
         self.limited = 0            # samples touched by the limiter
-        self._playhead, self._reported_at, self._playing = 0, time.monotonic(), False
-        self._pending: dict[int, tuple[float, float]] = {}   # id -> (sent_at, decode_s)
-        self._trim: tuple[int, int] | None = None            # (frame a, samples to drop) from plan()
+        self._clock = (0, time.monotonic(), False)          # (playhead, reported_at, playing): swapped whole
+        self._pending: dict[int, tuple[float, float]] = {}   # id -> (sent_at, decode_s), under _lock
+        self._lock = threading.Lock()
 
     @property
     def frames(self) -> int:
         return self.loop_samples // self.hop
 
     def report(self, playhead: int, playing: bool, now: float | None = None) -> None:
-        self._playhead = int(playhead) % self.loop_samples
-        self._playing = bool(playing)
-        self._reported_at = time.monotonic() if now is None else now
+        """The browser's playhead (comm thread): one tuple assignment, atomic for readers."""
+        self._clock = (int(playhead) % self.loop_samples, time.monotonic() if now is None else now, bool(playing))
 
     def playhead(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
-        return extrapolate_playhead(self._playhead, self._reported_at, now, self.sample_rate,
-                                    self.loop_samples, self._playing)
+        playhead, reported_at, playing = self._clock
+        return extrapolate_playhead(playhead, reported_at, now, self.sample_rate, self.loop_samples, playing)
 
-    def plan(self, now: float | None = None) -> tuple[int, int]:
+    def plan(self, now: float | None = None) -> Window:
         """Window ahead of the playhead; the whole loop until the mirror is filled.
 
         A window starts at the frame holding ``playhead + lead``; ``make_patch`` then drops
         the samples before that point, so a patch starts at sample, not frame, precision
         (half a frame, 20 ms, earlier on average).
         """
-        lead = self.lead.samples(self.sample_rate)
+        with self._lock:
+            lead = self.lead.samples(self.sample_rate)
         if not self.mirror.filled.all():
-            self._trim = None
-            return plan_window(self.playhead(now), self.loop_samples, lead, self.loop_samples, self.hop)
+            return Window(*plan_window(self.playhead(now), self.loop_samples, lead, self.loop_samples, self.hop))
         playhead = self.playhead(now)
         a, b = plan_window(playhead, self.loop_samples, max(0, lead - self.hop + 1), self.window_samples, self.hop)
-        self._trim = (a, (playhead + lead - a * self.hop) % self.loop_samples)
-        return a, b
+        return Window(a, b, (playhead + lead - a * self.hop) % self.loop_samples)
 
-    def make_patch(self, a: int, pcm: np.ndarray, versions: dict[str, int], completion_id: int,
+    def make_patch(self, window: Window | int, pcm: np.ndarray, versions: dict[str, int], completion_id: int,
                    decode_s: float = 0.0, now: float | None = None) -> Patch:
-        """Sanitize + limit decoded ``pcm [A, N]`` for frame ``a``, mirror it, return the patch."""
-        if self._trim is not None and self._trim[0] == a and 0 < self._trim[1] < pcm.shape[1]:
-            skip = self._trim[1]  # the planned start sample lies inside frame ``a``
-        else:
-            skip = 0
-        self._trim = None
+        """Sanitize + limit decoded ``pcm [A, N]`` for the window (or a frame ``a``: no skip),
+        mirror it, return the patch."""
+        a, skip = (window.a, window.skip) if isinstance(window, Window) else (int(window), 0)
+        if not 0 < skip < pcm.shape[1]:
+            skip = 0  # the planned start sample lies inside frame ``a`` only when 0 < skip < N
         pcm, bad = sanitize(pcm[:, skip:])  # the one copy of the decoded audio
         pcm, lim = soft_limit(pcm, self.limiter_threshold, inplace=True)
         self.nonfinite += bad
@@ -319,19 +342,21 @@ class Player:
         patch = Patch((int(a) * self.hop + skip) % self.loop_samples, pcm, dict(versions), int(completion_id),
                       time.time() if now is None else now)
         self.mirror.apply(patch)
-        self._pending[patch.completion_id] = (time.monotonic(), float(decode_s))
-        while len(self._pending) > 64:
-            self._pending.pop(next(iter(self._pending)))
+        with self._lock:
+            self._pending[patch.completion_id] = (time.monotonic(), float(decode_s))
+            while len(self._pending) > 64:
+                self._pending.pop(next(iter(self._pending)))
         return patch
 
     def acked(self, completion_id: int, now: float | None = None) -> float | None:
         """The browser applied patch ``completion_id``: feed the lead estimator with the
         decode time and half the send-to-ack round trip (the one-way trip to the worklet);
         returns the round trip in seconds, or None if unknown."""
-        entry = self._pending.pop(int(completion_id), None)
-        if entry is None:
-            return None
-        sent_at, decode_s = entry
-        transport = max(0.0, (time.monotonic() if now is None else now) - sent_at)
-        self.lead.observe(decode_s, transport / 2)
+        with self._lock:
+            entry = self._pending.pop(int(completion_id), None)
+            if entry is None:
+                return None
+            sent_at, decode_s = entry
+            transport = max(0.0, (time.monotonic() if now is None else now) - sent_at)
+            self.lead.observe(decode_s, transport / 2)
         return transport

@@ -6,12 +6,16 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import numpy as np
 
-def check_int(name: str, value: Any, lo: int, hi: int) -> int:
-    """An integer (not a bool) in ``lo..hi``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name}: expected an integer in {lo}..{hi}, got {value!r}")
-    return value
+
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """An integer (not a bool; numpy integers too) in ``lo..hi`` (``hi`` None: no upper bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not lo <= value <= (value if hi is None else hi):
+        allowed = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ValueError(f"{name}: expected an integer {allowed}, got {value!r}")
+    return int(value)
 
 
 def check_float(name: str, value: Any, lo: float, hi: float) -> float:

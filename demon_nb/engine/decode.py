@@ -1,4 +1,4 @@
-"""Windowed decode: only the audio of frames ``[start, stop)``, exactly.
+"""Mechanism 4, the windowed decode: only the audio of frames ``[start, stop)``, exactly.
 
 With reach ``(left, right)`` (``Codec.receptive_field``), the samples of frames
 ``[start, stop)`` depend only on frames ``[start - left, stop - 1 + right]``. So

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .checks import check_int
 from .curves import check_latent, normalize_curve
 from .schedule import check_explicit_timesteps, check_schedule_args
 
@@ -61,8 +62,7 @@ def prepare(request: Request, frames: int, channels: int, device, dtype) -> Requ
     """Validate a request for a ``[frames, channels]`` ring; returns a normalized copy."""
     if not isinstance(request, Request):
         raise ValueError(f"request: expected a demon_nb.engine.request.Request, got {type(request).__name__}")
-    if isinstance(request.seed, bool) or not isinstance(request.seed, int) or not 0 <= request.seed <= MAX_SEED:
-        raise ValueError(f"seed: expected an integer in [0, 2**63 - 1], got {request.seed!r}")
+    check_int("seed", request.seed, 0, MAX_SEED)
     if request.cfg_mode not in CFG_MODES:
         raise ValueError(f"cfg_mode: expected one of {list(CFG_MODES)}, got {request.cfg_mode!r}")
     check_schedule_args(1 if request.steps is None else request.steps,

@@ -40,11 +40,12 @@ from typing import Any, Callable, Mapping
 import torch
 
 from . import sampler
+from .checks import check_int
 from .control_table import MAX_DEPTH
 from .request import Request, prepare
 from .sampler import Slot
 from .schedule import check_schedule_args, timesteps
-from .state import SharedState, Snapshot
+from .state import SharedState
 
 
 
@@ -71,8 +72,7 @@ class Ring:
         _check_depth(depth)
         if mode not in ("per_slot", "global"):
             raise ValueError(f"mode: expected 'per_slot' or 'global', got {mode!r}")
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise ValueError(f"queue_size: expected an integer >= 1, got {queue_size!r}")
+        check_int("queue_size", queue_size, 1)
         self.denoiser = denoiser
         self.frames, self.channels = frames, channels
         self.device, self.dtype = torch.device(device), dtype
@@ -142,8 +142,7 @@ class Ring:
 
     def rebuild(self, *, frames: int) -> None:
         """Loop-length change at the next tick: discards the slots in flight (their shape is gone)."""
-        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-            raise ValueError(f"frames: expected an integer >= 1, got {frames!r}")
+        check_int("frames", frames, 1)
         with self._lock:
             self._pending_structure["frames"] = frames
 
@@ -322,6 +321,5 @@ class Ring:
 
 
 def _check_depth(depth) -> None:
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
-        raise ValueError(f"depth: expected an integer in 1..{MAX_DEPTH}, got {depth!r}")
+    check_int("depth", depth, 1, MAX_DEPTH)
 

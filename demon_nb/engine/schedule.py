@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+from .checks import check_int
+
 # Denoise values are quantized to this grid before caching, so a moving slider
 # produces a bounded number of distinct schedules (at most 1001 per steps/shift).
 DENOISE_QUANTUM = 1e-3
@@ -29,8 +31,7 @@ def start_time(steps: int, denoise: float) -> float:
 
 def check_schedule_args(steps: int, shift: float, denoise: float) -> None:
     """Raise ValueError naming the first bad argument."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"steps: expected an integer in 1..{MAX_STEPS}, got {steps!r}")
+    check_int("steps", steps, 1, MAX_STEPS)
     if not isinstance(shift, (int, float)) or not math.isfinite(shift) or not 0.05 <= shift <= 20.0:
         raise ValueError(f"shift: expected a number in [0.05, 20], got {shift!r}")
     if not isinstance(denoise, (int, float)) or not math.isfinite(denoise) or not 0.0 <= denoise <= 1.0:

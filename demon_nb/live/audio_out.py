@@ -24,6 +24,7 @@ import anywidget
 import numpy as np
 import traitlets as t
 
+from ..engine.checks import check_int
 from .player import Patch, Player, fade_samples
 
 DTYPES = ("float32", "int16")
@@ -76,8 +77,7 @@ class AudioOut(anywidget.AnyWidget):
     def __init__(self, sample_rate: int = 48_000, channels: int = 2, loop_samples: int = 480_000,
                  fade_ms: float = 5.0, dtype: str = "float32", **kwargs):
         for name, value in (("sample_rate", sample_rate), ("channels", channels), ("loop_samples", loop_samples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be an int > 0, got {value!r}")
+            check_int(name, value, 1)
         if channels > 8:
             raise ValueError(f"channels must be <= 8, got {channels}")
         if not (8_000 <= sample_rate <= 192_000):

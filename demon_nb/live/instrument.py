@@ -20,9 +20,9 @@ import weakref
 from typing import Any
 
 import ipywidgets as W
-import numpy as np
 import torch
 
+from ..engine.checks import check_int
 from ..engine.control_table import CONTROLS
 from ..models import Model, load
 from ..models.tone import playable
@@ -246,9 +246,7 @@ def make_instrument(model: str | Model = "mini", *, checkpoints=None, display: b
     ACE-Step 1.5 from that folder. ``threads``: torch CPU threads of this kernel (default 1: the
     browser playing the music needs a core too; ``None`` leaves torch's setting alone)."""
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_int("threads", threads, 1))
     note = ""
     if checkpoints is not None:
         loaded = load("acestep" if model == "mini" else model, checkpoints=checkpoints)

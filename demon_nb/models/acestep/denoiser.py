@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ...engine.checks import check_int
 from ..identity_cache import IdentityCache
 from .text import AceCondition
 
@@ -153,8 +154,7 @@ class AceStepDenoiser:
 
     def text2music_context(self, frames: int) -> torch.Tensor:
         """Text-to-music: the silence latent as the hint."""
-        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-            raise ValueError(f"frames: expected an integer >= 1, got {frames!r}")
+        check_int("frames", frames, 1)
         if frames not in self._silence_context:
             self._silence_context = {frames: self.context(self.silence_hint(frames))}
         return self._silence_context[frames]

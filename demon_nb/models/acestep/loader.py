@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-VARIANT_DIRS = {v: f"acestep-v15-{v}" for v in ("turbo", "base", "sft", "xl-turbo", "xl-base", "xl-sft")}
-TEXT_DIR = "Qwen3-Embedding-0.6B"
+from .layout import (TEXT_DIR, VARIANT_DIRS, MissingCheckpointFiles, check_complete, missing_diffusers,  # noqa: F401 (re-exported)
+                     absent, missing_official, missing_weights, shards)
+
 PROGRESS_MIN_BYTES = 32 << 20  # show a bar for files at least this big
 
 # official name fragment -> diffusers name fragment
@@ -99,11 +100,6 @@ def diffusers_to_official(component: str, key: str) -> str:
 # --------------------------------------------------------------------------- files
 
 
-class MissingCheckpointFiles(ValueError, FileNotFoundError):
-    """A checkpoint folder lacks files; the message lists every missing path at once (a
-    ValueError that callers catching FileNotFoundError, as earlier versions raised, still catch)."""
-
-
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"checkpoints: missing {what}: {path}")
@@ -133,17 +129,13 @@ def read_safetensors(path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _shards(index: Path) -> list[str]:
-    return sorted(set(json.loads(index.read_text())["weight_map"].values()))
-
-
 def read_sharded(folder: Path, stem: str) -> dict[str, torch.Tensor]:
     """``stem.safetensors`` or ``stem.safetensors.index.json`` + shards inside ``folder``."""
-    check_complete(folder, _missing_weights(folder, stem))
+    check_complete(folder, missing_weights(folder, stem))
     single = f"{stem}.safetensors"
-    shards = [single] if (folder / single).exists() else _shards(folder / f"{single}.index.json")
+    files = [single] if (folder / single).exists() else shards(folder / f"{single}.index.json")
     out: dict[str, torch.Tensor] = {}
-    for shard in shards:
+    for shard in files:
         out.update(read_safetensors(folder / shard))
     return out
 
@@ -174,69 +166,6 @@ def read_silence_latent(path: Path, channels: int) -> torch.Tensor:
     if not isinstance(raw, torch.Tensor):
         raise ValueError(f"checkpoints: {path} must hold one [1, {channels}, T] tensor, got {type(raw).__name__}")
     return check_silence(raw, channels, str(path), time_first=False).transpose(1, 2).contiguous()
-
-
-# --------------------------------------------------------------------------- layout checks
-
-CONFIG = (("config.json",), "config")
-TOKENIZER = (("tokenizer.json", "vocab.json"), "tokenizer")
-
-
-def _missing_weights(folder: Path, stem: str) -> list[str]:
-    """``stem.safetensors`` (or the shards its ``.index.json`` names) when absent from ``folder``."""
-    single = folder / f"{stem}.safetensors"
-    index = folder / f"{stem}.safetensors.index.json"
-    if single.exists():
-        return []
-    if index.exists():
-        return [f"{folder / s} (weights shard named in {index.name})" for s in _shards(index)
-                if not (folder / s).exists()]
-    pickles = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth") for p in folder.glob(pattern))
-    hint = f"; found {pickles[0]}: pickled weights are never loaded" if pickles else ""
-    return [f"{single} (weights{hint})"]
-
-
-def _missing_in(folder: Path, what: str, files=(), weights: str | None = None) -> list[str]:
-    """Missing paths of one folder as ``'PATH (what it is)'``, only the folder when it is absent;
-    ``files``: ``(names, what)`` pairs, where any one of ``names`` will do."""
-    if not folder.is_dir():
-        return [f"{folder} ({what})"]
-    missing = [f"{folder / names[0]} ({desc})" for names, desc in files
-               if not any((folder / name).exists() for name in names)]
-    return missing + (_missing_weights(folder, weights) if weights else [])
-
-
-def missing_official(root: Path, variant: str) -> list[str]:
-    """Every path of the official layout for ``variant`` that ``root`` lacks."""
-    present = sorted(k for k, d in VARIANT_DIRS.items() if (root / d).is_dir())
-    return (_missing_in(root / VARIANT_DIRS[variant], f"variant {variant!r} folder; this folder has variants {present}",
-                        (CONFIG, (("silence_latent.pt",), "silence latent")), "model")
-            + _missing_in(root / "vae", "VAE folder", (CONFIG,), "diffusion_pytorch_model")
-            + _missing_in(root / TEXT_DIR, "text encoder folder", (CONFIG, TOKENIZER), "model"))
-
-
-def missing_diffusers(root: Path, index: dict) -> list[str]:
-    """Every path of a diffusers pipeline folder that ``root`` lacks (semantic networks are optional)."""
-    missing = []
-    for component in _classes():
-        if component.startswith("audio_") and _absent(root, index, component):
-            continue
-        missing += _missing_in(root / component, f"{component} folder", (CONFIG,), "diffusion_pytorch_model")
-    return (missing + _missing_in(root / "vae", "VAE folder", (CONFIG,), "diffusion_pytorch_model")
-            + _missing_in(root / "text_encoder", "text encoder folder", (CONFIG,), "model")
-            + _missing_in(root / "tokenizer", "tokenizer folder", (TOKENIZER,)))
-
-
-def _absent(root: Path, index: dict, component: str) -> bool:
-    return index.get(component) in (None, [None, None]) or not (root / component).exists()
-
-
-def check_complete(root: Path, missing: list[str]) -> None:
-    """Raise :class:`MissingCheckpointFiles` listing every entry of ``missing``, if any."""
-    if missing:
-        lines = "\n".join(f"  - {m}" for m in missing)
-        raise MissingCheckpointFiles(f"checkpoints: {root} is incomplete (nothing was loaded); "
-                                     f"missing {len(missing)} path(s):\n{lines}")
 
 
 # --------------------------------------------------------------------------- networks
@@ -428,11 +357,11 @@ def _variant_of(transformer_config: dict) -> str:
 
 def _load_diffusers(root: Path, variant: str | None, dtype: torch.dtype) -> Parts:
     index = json.loads((root / "model_index.json").read_text())
-    check_complete(root, missing_diffusers(root, index))
+    check_complete(root, missing_diffusers(root, index, tuple(_classes())))
     nets = {}
     for component, cls in _classes().items():
         folder = root / component
-        if component.startswith("audio_") and _absent(root, index, component):
+        if component.startswith("audio_") and absent(root, index, component):
             nets[component] = None
             continue
         cfg = json.loads((folder / "config.json").read_text())

@@ -4,8 +4,8 @@ The instrument runtime runs headless (tick thread, windowed decode, player) whil
 another thread writes random controls 20 times a second: shared-state curves and
 scalars, prompts, sources, denoise, seed, depth and steps, and some invalid values
 (which must be rejected with a ValueError and change nothing). Reports exceptions
-(other than those rejections), RSS growth after warm-up, NaN patches and stalls
-(gaps between patches over 500 ms).
+(other than those rejections), RSS growth after warm-up, NaN patches, stalls
+(gaps between patches over 500 ms) and the tick p50 of the same run (gaps scale with it).
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ def main(argv: list[str]) -> int:
         "exceptions": stats["exceptions"] + len(runner.errors), "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1), "rss_growth_pct": round(100.0 * (rss_end - rss_start) / rss_start, 2),
         "completions": runner.completions, "rebuilds": runner.ring.rebuilds, "nan_patches": nan_patches[0],
+        "tick_ms_p50": round(float(np.median(runner.tick_ms)), 2) if runner.tick_ms else None,
         "nonfinite_samples_sanitized": runner.player.nonfinite,
         "stalls_over_500ms": int((gaps > 0.5).sum()), "max_gap_ms": round(float(gaps.max()) * 1e3, 1) if gaps.size else None,
     }

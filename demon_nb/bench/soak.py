@@ -24,6 +24,7 @@ from ..models import load
 from ._runtime import PlayheadClock, rss_mb
 from . import bench_parser
 
+STALL_REPORT_S = 0.5  # gaps listed with the writes just before them
 PROMPTS = ["calm piano ballad in A minor, 80 bpm", "energetic techno in F major, 128 bpm", "",
            "funky bass groove in E minor, 100 bpm", "lofi hip hop in C major, 85 bpm, dreamy", "ü曲🎵 " * 20]
 
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> int:
 
     def on_patch(patch):
         now = time.monotonic()
-        if patch_times and now - patch_times[-1] > 0.5:
+        if patch_times and now - patch_times[-1] > STALL_REPORT_S:
             during = [name for t, name in writes if patch_times[-1] - 0.5 <= t <= now]
             stalls.append({"gap_ms": round((now - patch_times[-1]) * 1e3), "writes": during[-8:]})
         patch_times.append(now)

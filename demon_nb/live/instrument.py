@@ -17,6 +17,7 @@ import atexit
 import html
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
@@ -29,9 +30,12 @@ from ..models.tone import playable
 from .audio_out import DTYPES, AudioOut
 from .curve_editor import CurveEditors
 from .panel import ControlsPanel
+from . import presets
 from .player import DEFAULT_WINDOW_S
+from .recorder import Recorder
 from .runner import Runner, TickError
 from .source_picker import SourcePicker
+from .take import Take
 from .views import LatencyTracker, LatentView, MetricsView, Refresher, RingView
 
 VERSION_KEYS = {"step": "state", "submission": "submission"}  # control class -> patch version key
@@ -95,7 +99,9 @@ class Instrument:
         self._ready = False
         self._send_lock = threading.Lock()
         self._last_error: TickError | None = None
+        self._take: Take | None = None
         self.audio.on_ready(self._on_ready)
+        self.audio.on_status(self._on_status)
         self.runner.on_patch(self._on_patch)
         self.runner.on_error(self._on_error)
         Refresher(self.refresh, refresh_hz)  # validates refresh_hz now
@@ -113,9 +119,36 @@ class Instrument:
                        f"loop {self.model.loop_seconds:.2f} s ({self.model.frames} frames)")
         views = W.VBox([W.HTML("<b>ring</b>"), self.ring_view, W.HTML("<b>newest completion</b>"), self.latent_view])
         body = W.HBox([self.panel.widget, W.VBox([self.curves.widget, views], layout=W.Layout(flex="1 1 auto"))])
-        box = W.VBox([title, self.status, self.audio, self.metrics_view.widget, body, self.sources.widget])
+        box = W.VBox([title, self.status, self.audio, self.metrics_view.widget, body, self._session_bar(),
+                      self.sources.widget])
         box.add_class("demon-instrument")
         return box
+
+    def _session_bar(self) -> W.Widget:
+        """Preset file + save / load, and a record toggle (takes are named after the preset's stem)."""
+        name = W.Text(value="preset.json", description="preset", layout=W.Layout(width="260px"))
+        save, load_, record = W.Button(description="save"), W.Button(description="load"), \
+            W.ToggleButton(description="● record", value=False)
+        for widget, cls in ((name, "path"), (save, "save"), (load_, "load"), (record, "record")):
+            widget.add_class(f"demon-session-{cls}")
+
+        def attempt(what: str, action) -> None:
+            try:
+                action()
+                self.panel._show(f"session:{what}", None)
+            except (ValueError, OSError) as error:
+                self.panel._show(f"session:{what}", str(error))
+
+        save.on_click(lambda _: attempt("save", lambda: self.save(name.value)))
+        load_.on_click(lambda _: attempt("load", lambda: self.load(name.value)))
+
+        def toggle(change) -> None:
+            stem = Path(name.value).with_suffix("")
+            attempt("record", (lambda: self.record(f"{stem}-take.wav")) if change["new"] else self.stop_recording)
+
+        record.observe(toggle, names="value")
+        self.session_widgets = {"path": name, "save": save, "load": load_, "record": record}
+        return W.HBox([name, save, load_, record])
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> "Instrument":
@@ -160,6 +193,9 @@ class Instrument:
     def set(self, name: str, value: Any) -> int:
         """``runner.set`` plus the write time of the new version (for control-to-ear latency)."""
         version = self.runner.set(name, value)
+        take = self._take
+        if take is not None:
+            take.on_write(name, value)
         key = VERSION_KEYS.get(CONTROLS[name].klass)
         if key is not None:
             self.latency.wrote(key, version)
@@ -180,8 +216,53 @@ class Instrument:
     def patches(self, maxsize: int = 16):
         return self.runner.patches(maxsize)
 
+    # -- presets, recording and export -----------------------------------------------------------
+    def save(self, path) -> Path:
+        """Save every control (curves, prompts, source and x0 target by content hash) to ``path`` (.json)."""
+        return presets.save(path, self.get, self.model.name)
+
+    def load(self, path) -> presets.LoadReport:
+        """Apply a preset through the same validated path as the widgets; what it skips (and why)
+        is in the report and in the panel's message line. Nothing already set is lost."""
+        report = presets.load(path, self.set)
+        for name, reason in report.skipped.items():
+            self.panel._show(f"preset:{name}", f"preset skipped {name}: {reason}")
+        return report
+
+    def record(self, path, seconds: float | None = None) -> Path:
+        """Record what the listener hears to ``path`` (.wav or .flac), with the completion latents
+        and the control history beside it (see ``demon_nb.live.take``); ``seconds``: stop by
+        itself after that much audio. ``stop_recording()`` finishes it."""
+        if self._take is not None and self._take.recording:
+            raise ValueError(f"record: already recording to {str(self._take.path)!r}; call stop_recording() first")
+        self._take = Take(path, self.runner.player.mirror, self.model.codec.sample_rate, self.get, self.model.name,
+                          seconds)
+        return self._take.path
+
+    def stop_recording(self) -> dict:
+        """Finish the take; returns its files (``audio``, ``latents``, ``controls``)."""
+        if self._take is None:
+            raise ValueError("stop_recording: nothing is being recorded (call record(path) first)")
+        return self._take.stop()
+
+    def export_loop(self, path) -> Path:
+        """Write the loop as the listener hears it now (the player's mirror) to ``path`` (.wav or .flac)."""
+        mirror = self.runner.player.mirror
+        target = presets.check_target(path, (".wav", ".flac"))
+        with Recorder(target, self.model.codec.sample_rate, mirror.channels) as recorder:
+            recorder.write(mirror.read(0, mirror.loop_samples))
+        return target
+
+    def _on_status(self, status: dict) -> None:
+        take = self._take
+        if take is not None:
+            take.on_status(status)
+
     # -- audio path ---------------------------------------------------------------------------
     def _on_patch(self, patch) -> None:
+        take = self._take
+        if take is not None and self.runner.last_completion is not None:
+            take.on_completion(self.runner.last_completion.latent)
         with self._send_lock:
             if self._ready and not self.closed:
                 self.audio.send_patch(patch)

@@ -1,4 +1,4 @@
-"""Record what is heard to a WAV file.
+"""Record what is heard to a WAV or FLAC file.
 
 What is heard is the loop buffer read at the playhead. The kernel keeps a
 mirror of that buffer (``player.LoopMirror``, same crossfade as the worklet),
@@ -19,6 +19,7 @@ import soundfile as sf
 from .player import LoopMirror
 
 SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
+FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
 
 class Recorder:
@@ -26,26 +27,36 @@ class Recorder:
     ``follow(mirror, playhead, elapsed)``; ``close()`` -> the final path."""
 
     def __init__(self, path: str | os.PathLike, sample_rate: int = 48_000, channels: int = 2,
-                 subtype: str = "PCM_16"):
+                 subtype: str = "PCM_16", max_frames: int | None = None):
         self.path = Path(path)
-        if self.path.suffix.lower() != ".wav":
-            raise ValueError(f"path must end in .wav, got {str(path)!r}")
+        fmt = FORMATS.get(self.path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"path must end in .wav or .flac, got {str(path)!r}")
         if not self.path.parent.is_dir():
             raise ValueError(f"path's folder must exist, got {str(self.path.parent)!r}")
-        if subtype not in SUBTYPES:
-            raise ValueError(f"subtype must be one of {SUBTYPES}, got {subtype!r}")
+        if subtype not in SUBTYPES or (fmt == "FLAC" and subtype == "FLOAT"):
+            allowed = SUBTYPES if fmt == "WAV" else SUBTYPES[:2]
+            raise ValueError(f"subtype must be one of {allowed} for {fmt}, got {subtype!r}")
         if not (isinstance(sample_rate, int) and sample_rate > 0):
             raise ValueError(f"sample_rate must be an int > 0, got {sample_rate!r}")
         if not (isinstance(channels, int) and channels > 0):
             raise ValueError(f"channels must be an int > 0, got {channels!r}")
         self.sample_rate, self.channels = sample_rate, channels
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.wav", dir=self.path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}",
+                                       dir=self.path.parent)
+        except OSError as error:
+            raise ValueError(f"path: cannot write in {str(self.path.parent)!r} ({error.strerror})") from None
         os.close(fd)
         self._tmp = Path(tmp)
-        self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=channels,
-                                  subtype=subtype, format="WAV")
+        self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=channels, subtype=subtype, format=fmt)
         self.frames = 0
+        self.max_frames = max_frames  # the file stops growing there (None: no limit)
         self._position: int | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.max_frames is not None and self.frames >= self.max_frames
 
     @property
     def closed(self) -> bool:
@@ -60,6 +71,8 @@ class Recorder:
             raise ValueError(f"pcm must have shape [{self.channels}, N], got {pcm.shape}")
         if not np.isfinite(pcm).all():
             raise ValueError("pcm must be finite (sanitize it first)")
+        if self.max_frames is not None:
+            pcm = pcm[:, : max(0, self.max_frames - self.frames)]
         self._file.write(np.clip(pcm.T, -1.0, 1.0))
         self.frames += pcm.shape[1]
 

@@ -6,22 +6,44 @@
 // context and says "ready" again.
 // Kernel -> browser: {type: "patch", start, samples, channels, dtype, fade,
 //   versions, id} + one binary buffer, channel-planar PCM [channels, samples]
-//   as float32 or int16.
-// Browser -> kernel: {type: "ready"}, {type: "ack", id} per applied patch,
+//   as float32 or int16; or the same bytes as base64 text in `b64` and no buffer.
+//   {type: "probe", nonce, b64} + a buffer holding the bytes of `b64`.
+// Transport contract (Colab drops the buffers of custom messages): "ready" says
+//   `probe: true`; the kernel answers with a probe and the browser replies
+//   {type: "probe", nonce, binary} (did the buffer arrive intact). After
+//   `binary: false` the kernel resends the patches sent meanwhile as base64, so a
+//   patch whose buffer is missing is dropped (counted) unless buffers are known
+//   to work.
+// Browser -> kernel: {type: "ready", probe: true}, {type: "ack", id} per applied patch,
 //   {type: "status", ...} about 10 times a second (playhead, fill, silent
 //   samples, rms/peak, heard versions with the epoch time they were heard).
-// For tests the state of every model is on window.__demon_audio.
+// For tests the state of every model is on window.__demon_audio; its
+// `readLoop()` resolves to a copy of the worklet's loop ({data, filled}).
 
 function registry() {
   window.__demon_audio ??= { models: {}, latest: null };
   return window.__demon_audio;
 }
 
-function toChannels(buffer, dtype, channels, samples) {
-  const view = buffer instanceof DataView || ArrayBuffer.isView(buffer)
-    ? new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
-    : new Uint8Array(buffer);
-  const aligned = view.slice().buffer;                 // copy: alignment + ownership
+// The bytes of a message buffer (ArrayBuffer or a view of one), or null.
+function bytesOf(buffer) {
+  if (ArrayBuffer.isView(buffer)) return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  return buffer instanceof ArrayBuffer ? new Uint8Array(buffer) : null;
+}
+
+function fromBase64(text) {
+  const bin = atob(text);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return bytes;
+}
+
+function sameBytes(a, b) {
+  return !!a && a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+function toChannels(bytes, dtype, channels, samples) {
+  const aligned = bytes.slice().buffer;                // copy: alignment + ownership
   const int16 = dtype === "int16";
   const flat = int16 ? new Int16Array(aligned) : new Float32Array(aligned);
   if (flat.length !== channels * samples) {
@@ -54,6 +76,7 @@ function initialize({ model, signal }) {
   const state = {
     ctx, ready: false, error: "", sampleRate: ctx.sampleRate, patchesReceived: 0,
     acks: 0, status: null, listeners: new Set(),
+    binary: null, base64Received: 0, dropped: 0,          // transport: probe result, counts
   };
   const id = model.get("_uid");
   reg.models[id] = state;
@@ -68,10 +91,13 @@ function initialize({ model, signal }) {
     notify();
   };
   const post = (msg, transfer) => (node ? node.port.postMessage(msg, transfer || []) : pending.push([msg, transfer]));
+  const reads = [];                                     // readLoop() promises (tests)
+  state.readLoop = () => new Promise((resolve) => { reads.push(resolve); post({ type: "read" }); });
 
   const onWorklet = (e) => {
     const m = e.data;
-    if (m.type === "applied") {
+    if (m.type === "loop") reads.shift()?.(m);
+    else if (m.type === "applied") {
       state.acks++;
       model.send({ type: "ack", id: m.id });
     } else if (m.type === "status") {
@@ -87,10 +113,22 @@ function initialize({ model, signal }) {
   };
 
   const onMsg = (msg, buffers) => {
-    if (!msg || msg.type !== "patch") return;
+    if (msg?.type === "probe") {
+      state.binary = sameBytes(bytesOf(buffers?.[0]), fromBase64(msg.b64));
+      model.send({ type: "probe", nonce: msg.nonce, binary: state.binary });
+      return;
+    }
+    if (msg?.type !== "patch") return;
     try {
-      const data = toChannels(buffers[0], msg.dtype, msg.channels, msg.samples);
+      const bytes = msg.b64 !== undefined ? fromBase64(msg.b64) : bytesOf(buffers?.[0]);
+      const size = msg.channels * msg.samples * (msg.dtype === "int16" ? 2 : 4);
+      if (msg.b64 === undefined && bytes?.length !== size && state.binary !== true) {
+        state.dropped++;                               // buffer lost: the kernel resends it as base64
+        return;
+      }
+      const data = toChannels(bytes ?? new Uint8Array(0), msg.dtype, msg.channels, msg.samples);
       state.patchesReceived++;
+      if (msg.b64 !== undefined) state.base64Received++;
       post({ type: "patch", start: msg.start, data, fade: msg.fade, versions: msg.versions, id: msg.id },
         data.map((ch) => ch.buffer));
     } catch (err) {
@@ -122,7 +160,7 @@ function initialize({ model, signal }) {
     for (const [msg, transfer] of pending.splice(0)) node.port.postMessage(msg, transfer || []);
     if (model.get("playing")) ctx.resume().catch(() => {});
     state.ready = true;
-    model.send({ type: "ready", sample_rate: ctx.sampleRate, loop_samples: loopSamples, channels });
+    model.send({ type: "ready", sample_rate: ctx.sampleRate, loop_samples: loopSamples, channels, probe: true });
     notify();
   }).catch(fail);
 

@@ -2,8 +2,10 @@
 //
 // Messages in (port): {type: "patch", start, data: Float32Array[], fade, versions, id}
 //                     {type: "play", playing}, {type: "volume", volume}
+//                     {type: "read"}                   (tests) answered by {type: "loop", ...}
 // Messages out:       {type: "applied", id}            after a patch is in the buffer
 //                     {type: "status", ...}            about every 100 ms
+//                     {type: "loop", data, filled}     a copy of the loop, after a read
 //
 // A patch is crossfaded in at its start sample: w(i) = sin^2(pi/2 * (i + 0.5) / F)
 // over F samples at both edges, out = old * (1 - w) + new * w (samples never
@@ -41,6 +43,10 @@ class DemonLoop extends AudioWorkletProcessor {
     if (m.type === "patch") this.applyPatch(m);
     else if (m.type === "play") this.playing = !!m.playing;
     else if (m.type === "volume") this.volume = m.volume;
+    else if (m.type === "read") {
+      const data = this.buf.map((ch) => ch.slice());
+      this.port.postMessage({ type: "loop", data, filled: this.filledCount }, data.map((ch) => ch.buffer));
+    }
   }
 
   applyPatch({ start, data, fade, versions, id }) {

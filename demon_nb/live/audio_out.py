@@ -10,10 +10,21 @@ the reports land in the kernel-side traitlets ``playhead``, ``heard_versions``,
 Control-to-ear latency of a control write at epoch time ``w`` that bumped
 version ``v``: ``heard_at[name] - w`` once ``heard_versions[name] >= v``
 (kernel and browser on one machine's clock).
+
+Transport encoding (Colab's widget manager drops the binary buffers of custom
+messages): a front end that says ``ready`` with ``probe: true`` gets a probe, a
+small binary buffer of known bytes (also in the content as base64); it answers
+``{type: "probe", nonce, binary}``: did the buffer arrive intact. Patches stay
+binary meanwhile (no delay when buffers work) and are kept; a ``binary: false``
+answer switches every patch, the kept ones first, to base64 text in the
+content (``b64``: the same PCM bytes). Each ready negotiates again.
+``transport_encoding="binary"|"base64"`` forces one; ``encoding`` says which
+is in use (``"pending"`` while the probe is unanswered).
 """
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 import uuid
@@ -24,10 +35,12 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from ..engine.checks import check_int
+from ..engine.checks import check_choice, check_int
 from .player import Patch, Player, fade_samples
 
 DTYPES = ("float32", "int16")
+ENCODINGS = ("auto", "binary", "base64")
+PROBE = bytes(range(256))                 # every byte value: a text re-encoding shows too
 
 
 def _asset(name: str) -> str:
@@ -45,7 +58,8 @@ def encode_pcm(pcm: np.ndarray, dtype: str = "float32") -> bytes:
 
 
 class AudioOut(anywidget.AnyWidget):
-    """``AudioOut(sample_rate=48000, channels=2, loop_samples=...)``."""
+    """``AudioOut(sample_rate=48000, channels=2, loop_samples=..., dtype="float32",
+    transport_encoding="auto")``."""
 
     _esm = t.Unicode(_asset("audio_out.js")).tag(sync=True)
     _worklet = t.Unicode(_asset("audio_worklet.js")).tag(sync=True)
@@ -73,9 +87,11 @@ class AudioOut(anywidget.AnyWidget):
     heard_at = t.Dict()                 # name -> epoch s the first sample reached the speakers
     heard_ctx_time = t.Dict()           # name -> AudioContext time of that sample
     error = t.Unicode("")
+    transport_encoding = t.Unicode("auto")  # as constructed: "auto" | "binary" | "base64"
+    encoding = t.Unicode("pending")         # in use: "binary" | "base64" | "pending" (auto, probe unanswered)
 
     def __init__(self, sample_rate: int = 48_000, channels: int = 2, loop_samples: int = 480_000,
-                 fade_ms: float = 5.0, dtype: str = "float32", **kwargs):
+                 fade_ms: float = 5.0, dtype: str = "float32", transport_encoding: str = "auto", **kwargs):
         for name, value in (("sample_rate", sample_rate), ("channels", channels), ("loop_samples", loop_samples)):
             check_int(name, value, 1)
         if channels > 8:
@@ -84,6 +100,7 @@ class AudioOut(anywidget.AnyWidget):
             raise ValueError(f"sample_rate must be in [8000, 192000] (AudioContext range), got {sample_rate}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        check_choice("transport_encoding", transport_encoding, ENCODINGS)
         volume = kwargs.get("volume", 0.8)
         if not (0.0 <= volume <= 1.0):
             raise ValueError(f"volume must be in [0, 1], got {volume}")
@@ -95,8 +112,13 @@ class AudioOut(anywidget.AnyWidget):
         self._ack_callbacks: list[Callable[[int], None]] = []
         self.reported_at = time.monotonic()
         self.patches_sent = 0
+        self._mode = "pending" if transport_encoding == "auto" else transport_encoding  # under _lock
+        self._probes = 0                    # probes sent: the next nonce
+        self._nonce = 0                     # of the probe awaiting its answer (0: none)
+        self._kept: list[tuple[dict, bytes]] = []   # binary patches sent while pending
         super().__init__(sample_rate=sample_rate, channels=channels, loop_samples=loop_samples,
-                         _uid=uuid.uuid4().hex, **kwargs)
+                         _uid=uuid.uuid4().hex, transport_encoding=transport_encoding,
+                         encoding=self._mode, **kwargs)
         self.on_msg(self._on_custom_msg)
 
     # --- kernel -> browser -------------------------------------------------
@@ -117,8 +139,53 @@ class AudioOut(anywidget.AnyWidget):
         }
         payload = encode_pcm(patch.pcm, self.dtype)
         with self._lock:
-            self.send(content, [payload])
+            self._send_encoded(content, payload)
             self.patches_sent += 1
+
+    def _send_encoded(self, content: dict, payload: bytes) -> None:
+        """One patch in the current encoding (under ``_lock``)."""
+        if self._mode == "base64":
+            self.send({**content, "b64": base64.b64encode(payload).decode("ascii")})
+            return
+        self.send(content, [payload])
+        if self._mode == "pending":         # kept for a base64 resend; at most 2 loops of samples
+            self._kept.append((content, payload))
+            while sum(c["samples"] for c, _ in self._kept) > 2 * self.loop_samples:
+                self._kept.pop(0)
+
+    def _negotiate(self, answers_probe: bool) -> None:
+        """On every ready: probe a front end that answers probes (unless base64 is forced)."""
+        with self._lock:
+            if not answers_probe:           # an older front end: it only reads binary
+                self._nonce, self._kept = 0, []
+                self._mode = "binary" if self.transport_encoding == "auto" else self._mode
+            elif self.transport_encoding != "base64":
+                self._probes += 1
+                self._nonce = self._probes
+                self._mode = "pending" if self.transport_encoding == "auto" else self._mode
+                self.send({"type": "probe", "nonce": self._nonce,
+                           "b64": base64.b64encode(PROBE).decode("ascii")}, [PROBE])
+            mode = self._mode
+        self.encoding = mode
+
+    def _on_probe(self, content: dict) -> None:
+        """The browser's answer: ``binary`` is True only if the probe's buffer arrived intact."""
+        binary = content.get("binary") is True
+        with self._lock:
+            if not self._nonce or content.get("nonce") != self._nonce:
+                return                      # an answer to an older probe
+            self._nonce = 0
+            if self.transport_encoding == "auto":
+                self._mode = "binary" if binary else "base64"
+                kept, self._kept = self._kept, []
+                if not binary:              # they were lost: resend in order, before any newer patch
+                    for c, payload in kept:
+                        self._send_encoded(c, payload)
+            mode = self._mode
+        self.encoding = mode
+        if not binary and self.transport_encoding == "binary":
+            self.error = ("binary buffers do not reach this browser (Colab?): "
+                          "use transport_encoding='auto' or 'base64'")
 
     # --- callbacks -----------------------------------------------------------
     def on_ready(self, callback: Callable[[int], None]) -> None:
@@ -158,10 +225,13 @@ class AudioOut(anywidget.AnyWidget):
             self.browser_sample_rate = int(content.get("sample_rate", 0))
             if self.browser_sample_rate != self.sample_rate:
                 self.error = f"browser runs at {self.browser_sample_rate} Hz, expected {self.sample_rate} Hz"
+            self._negotiate(content.get("probe") is True)
             self.ready = True
             self.ready_events += 1
             for cb in list(self._ready_callbacks):
                 cb(self.browser_sample_rate)
+        elif kind == "probe":
+            self._on_probe(content)
         elif kind == "ack":
             for cb in list(self._ack_callbacks):
                 cb(int(content["id"]))

@@ -69,13 +69,15 @@ class Instrument:
 
     ``window_s``: audio decoded per completion, ahead of the playhead; ``transport``: PCM sent to
     the browser as ``"int16"`` (half the bytes of ``"float32"``: at ~25 patches a second the
-    websocket and the page share the kernel's two cores).
+    websocket and the page share the kernel's two cores); ``transport_encoding``: ``"auto"``
+    (binary buffers, or base64 text where the front end drops buffers, as Colab's does),
+    ``"binary"`` or ``"base64"``.
     """
 
     def __init__(self, model: Model, *, depth: int = 4, steps: int | None = None, prompt: str | None = None,
                  seed: int = 0, window_s: float = DEFAULT_WINDOW_S, max_ticks_per_s: float | None = 50.0,
                  refresh_hz: float = 10.0, microphone: bool = True, note: str = "", autostart: bool = True,
-                 transport: str = "int16"):
+                 transport: str = "int16", transport_encoding: str = "auto"):
         if transport not in DTYPES:
             raise ValueError(f"transport: expected one of {DTYPES}, got {transport!r}")
         self.model = playable(model)
@@ -85,7 +87,8 @@ class Instrument:
                              max_ticks_per_s=max_ticks_per_s)
         codec = self.model.codec
         self.audio = AudioOut(sample_rate=codec.sample_rate, channels=codec.audio_channels,
-                              loop_samples=self.runner.player.loop_samples, dtype=transport)
+                              loop_samples=self.runner.player.loop_samples, dtype=transport,
+                              transport_encoding=transport_encoding)
         self.audio.attach(self.runner.player)
         self.latency = LatencyTracker()
         self.panel = ControlsPanel(self.runner, self.set)

@@ -29,6 +29,8 @@ from ..models import Model, load
 from ..models.tone import playable
 from .audio_out import DTYPES, AudioOut
 from .curve_editor import CurveEditors
+from .midi import MidiMap, mappable
+from .midi_widget import MidiIn
 from .panel import ControlsPanel
 from . import presets
 from .player import DEFAULT_WINDOW_S
@@ -103,6 +105,10 @@ class Instrument:
         self._send_lock = threading.Lock()
         self._last_error: TickError | None = None
         self._take: Take | None = None
+        self.midi = MidiMap(self.set, self.get, actions={"new_seed": self._new_seed, "pause": self._toggle_pause,
+                                                         "record": self._toggle_record})
+        self.midi_in = MidiIn(self.midi)
+        self.runner.before_tick(self.midi.flush)
         self.audio.on_ready(self._on_ready)
         self.audio.on_status(self._on_status)
         self.runner.on_patch(self._on_patch)
@@ -123,7 +129,7 @@ class Instrument:
         views = W.VBox([W.HTML("<b>ring</b>"), self.ring_view, W.HTML("<b>newest completion</b>"), self.latent_view])
         body = W.HBox([self.panel.widget, W.VBox([self.curves.widget, views], layout=W.Layout(flex="1 1 auto"))])
         box = W.VBox([title, self.status, self.audio, self.metrics_view.widget, body, self._session_bar(),
-                      self.sources.widget])
+                      self._midi_bar(), self.sources.widget])
         box.add_class("demon-instrument")
         return box
 
@@ -152,6 +158,40 @@ class Instrument:
         record.observe(toggle, names="value")
         self.session_widgets = {"path": name, "save": save, "load": load_, "record": record}
         return W.HBox([name, save, load_, record])
+
+    def _midi_bar(self) -> W.Widget:
+        """MIDI learn: pick a control, press learn, move a knob; the status line says what moved."""
+        target = W.Dropdown(options=mappable(), value="velocity_scale", description="MIDI learn",
+                            layout=W.Layout(width="300px"))
+        learn = W.ToggleButton(description="learn", value=False)
+        learn.add_class("demon-midi-learn")
+        target.add_class("demon-midi-target")
+
+        def arm(change) -> None:
+            if change["new"]:
+                self.midi.learn(target.value)
+                self.midi_in.status = f"MIDI: move a knob to drive {target.value}"
+
+        def learned(change) -> None:
+            if learn.value and self.midi.learning is None:
+                learn.value = False  # the knob moved: mapped
+
+        learn.observe(arm, names="value")
+        self.midi_in.observe(learned, names="status")
+        self.midi_widgets = {"target": target, "learn": learn}
+        return W.HBox([target, learn, self.midi_in], layout=W.Layout(align_items="center"))
+
+    def _new_seed(self) -> None:
+        self.set("seed", (int(self.get("seed")) + 7919) % 2**31)
+
+    def _toggle_pause(self) -> None:
+        self.resume() if self.runner.paused else self.pause()
+
+    def _toggle_record(self) -> None:
+        if self._take is not None and self._take.recording:
+            self.stop_recording()
+        else:
+            self.record(Path(self.session_widgets["path"].value).with_suffix("").as_posix() + "-take.wav")
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> "Instrument":

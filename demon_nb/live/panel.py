@@ -140,7 +140,10 @@ class ControlsPanel:
             return  # curves and latents have no single-widget view
         shown = str(value) if isinstance(widget, W.Text) else value
         if isinstance(widget, W.FloatSlider):
-            shown = min(widget.max, max(widget.min, float(value)))
+            # on the slider's own grid: a value between grid points would come back from the page
+            # rounded, as a write that lands after (and undoes) later writes from code or MIDI
+            steps = round((min(widget.max, max(widget.min, float(value))) - widget.min) / widget.step)
+            shown = min(widget.max, round(widget.min + steps * widget.step, 10))
         self._reflecting.add(name)
         try:
             widget.value = shown

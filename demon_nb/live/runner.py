@@ -67,6 +67,7 @@ class Runner:
         self.last_completion: Completion | None = None
         self._listeners: list[Callable[[Patch], None]] = []
         self._error_listeners: list[Callable[[TickError], None]] = []
+        self._before_tick: list[Callable[[], None]] = []
         self._consumers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue, str]] = []
         self._consumers_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -122,6 +123,10 @@ class Runner:
     def on_error(self, callback: Callable[[TickError], None]) -> None:
         self._error_listeners.append(callback)
 
+    def before_tick(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the tick thread before every tick (e.g. MIDI's coalesced writes)."""
+        self._before_tick.append(callback)
+
     # -- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
@@ -139,6 +144,8 @@ class Runner:
     def step(self) -> list[Completion]:
         """One tick, then decode and publish the newest completion. Never raises."""
         try:
+            for callback in list(self._before_tick):
+                _call_quietly(callback)
             with torch.inference_mode():
                 started = self.last_tick_started = time.perf_counter()
                 done = self.ring.tick()
@@ -264,8 +271,8 @@ def _put_latest(queue: asyncio.Queue, item) -> None:
     queue.put_nowait(item)
 
 
-def _call_quietly(callback, arg) -> None:
+def _call_quietly(callback, *args) -> None:
     try:
-        callback(arg)
+        callback(*args)
     except Exception:
         traceback.print_exc()

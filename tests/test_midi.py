@@ -62,7 +62,7 @@ def test_learn_binds_the_next_cc(writes):
     midi.learn("velocity_scale", lo=1.0, hi=3.0)
     assert midi.learning == "velocity_scale"
     assert midi.receive([0xB0, 40, 127], device="nanoKONTROL") == "learned"
-    assert midi.learning is None and midi.mappings["cc"][40].control == "velocity_scale"
+    assert midi.learning is None and [m.control for m in midi.mappings["cc"][40]] == ["velocity_scale"]
     midi.flush()
     assert writes.values["velocity_scale"] == pytest.approx(3.0) and midi.last["device"] == "nanoKONTROL"
 
@@ -93,6 +93,16 @@ def test_bad_mappings_are_refused_by_name(writes, kwargs, word):
         MidiMap(writes).map(**kwargs)
 
 
+def test_one_knob_drives_several_controls(writes):
+    midi = MidiMap(writes, writes.values.get, slew=1.0)
+    midi.map(cc=1, control="velocity_scale", lo=1.0, hi=1.5)
+    midi.map(cc=1, control="steps", lo=8, hi=4)   # a reversed range: the knob up, fewer steps
+    midi.receive([0xB0, 1, 127])
+    assert midi.flush() == 2 and writes.values == {"velocity_scale": 1.5, "steps": 4}
+    midi.unmap(1, "steps")
+    assert [m.control for m in midi.mappings["cc"][1]] == ["velocity_scale"]
+
+
 def test_only_numeric_controls_are_mappable():
     names = mappable()
     assert "velocity_scale" in names and "steps" in names and "prompt_a" not in names and "source" not in names
@@ -112,7 +122,7 @@ def test_a_cc_from_the_page_reaches_the_instrument_and_bad_ones_show_in_its_stat
         inst.midi_widgets["target"].value = "denoise"
         inst.midi_widgets["learn"].value = True
         inst.midi_in._on_msg(inst.midi_in, {"type": "midi", "data": [0xB0, 30, 0], "device": "Fake MIDI"}, [])
-        assert inst.midi.mappings["cc"][30].control == "denoise" and inst.midi_widgets["learn"].value is False
+        assert [m.control for m in inst.midi.mappings["cc"][30]] == ["denoise"] and inst.midi_widgets["learn"].value is False
         inst.midi_in._on_msg(inst.midi_in, {"type": "state", "available": False, "error": "no Web MIDI"}, [])
         assert "no Web MIDI" in inst.midi_in.status
     finally:

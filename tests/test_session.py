@@ -165,10 +165,14 @@ def test_session_buttons_save_load_and_record(model, tmp_path):
         w = inst.session_widgets
         w["path"].value = str(tmp_path / "mine.json")
         inst.set("velocity_scale", 1.7)
+        inst.midi.map(cc=21, control="denoise", lo=0.2, hi=0.9)
+        inst.midi.map_note(60, "pause")
         w["save"].click()
         inst.set("velocity_scale", 1.0)
+        inst.midi.clear()
         w["load"].click()
         assert inst.get("velocity_scale") == 1.7 and (tmp_path / "mine.json").exists()
+        assert inst.midi.to_json() == {"cc": [[21, "denoise", 0.2, 0.9, "linear"]], "notes": [[60, "pause"]]}
         w["record"].value = True
         assert inst._take is not None and inst._take.recording
         w["record"].value = False

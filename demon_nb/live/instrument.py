@@ -261,13 +261,16 @@ class Instrument:
 
     # -- presets, recording and export -----------------------------------------------------------
     def save(self, path) -> Path:
-        """Save every control (curves, prompts, source and x0 target by content hash) to ``path`` (.json)."""
-        return presets.save(path, self.get, self.model.name)
+        """Save every control (curves, prompts, source and x0 target by content hash) and the MIDI
+        map to ``path`` (.json)."""
+        return presets.save(path, self.get, self.model.name, extra={"midi": self.midi.to_json()})
 
     def load(self, path) -> presets.LoadReport:
         """Apply a preset through the same validated path as the widgets; what it skips (and why)
         is in the report and in the panel's message line. Nothing already set is lost."""
         report = presets.load(path, self.set)
+        if "midi" in report.extra:
+            report.skipped.update(self.midi.load_json(report.extra["midi"]))
         for name, reason in report.skipped.items():
             self.panel._show(f"preset:{name}", f"preset skipped {name}: {reason}")
         return report

@@ -60,7 +60,7 @@ class MidiMap:
         self.actions = dict(actions or {})
         self.slew = check_float("slew", slew, 0.001, 1.0)
         self._lock = threading.Lock()
-        self._maps: dict[int, Mapping] = {}
+        self._maps: dict[int, dict[str, Mapping]] = {}       # cc -> control -> mapping (a macro: several)
         self._notes: dict[int, str] = {}
         self._targets: dict[str, tuple[float, Mapping]] = {}  # control -> (target, its mapping)
         self._current: dict[str, float] = {}                 # control -> value last written by MIDI
@@ -71,7 +71,8 @@ class MidiMap:
     # -- mappings ----------------------------------------------------------------------------
     def map(self, cc: int, control: str, lo: float | None = None, hi: float | None = None,
             curve: str = "linear") -> Mapping:
-        """Map ``CC cc`` onto ``control`` over ``[lo, hi]`` (default: the control's slider range)."""
+        """Map ``CC cc`` onto ``control`` over ``[lo, hi]`` (default: the control's slider range).
+        One CC may drive several controls (a macro); mapping the same pair again replaces it."""
         cc = check_int("cc", cc, 0, 127)
         check_choice("control", control, mappable())
         check_choice("curve", curve, tuple(CURVES))
@@ -81,8 +82,16 @@ class MidiMap:
         hi = ui_hi if hi is None else check_float("hi", hi, row.lo, row.hi)
         mapping = Mapping(cc, control, float(lo), float(hi), curve)
         with self._lock:
-            self._maps[cc] = mapping
+            self._maps.setdefault(cc, {})[control] = mapping
         return mapping
+
+    def unmap(self, cc: int, control: str | None = None) -> None:
+        """Forget what ``CC cc`` drives (only ``control``, if given)."""
+        with self._lock:
+            if control is None:
+                self._maps.pop(cc, None)
+            else:
+                self._maps.get(cc, {}).pop(control, None)
 
     def map_note(self, note: int, action: str) -> None:
         """A note-on of ``note`` triggers ``action`` (one of ``new_seed``, ``pause``, ``record``)."""
@@ -104,9 +113,32 @@ class MidiMap:
 
     @property
     def mappings(self) -> dict:
-        """``{"cc": {n: Mapping}, "notes": {n: action}}`` (a copy)."""
+        """``{"cc": {n: [Mapping, ...]}, "notes": {n: action}}`` (a copy)."""
         with self._lock:
-            return {"cc": dict(self._maps), "notes": dict(self._notes)}
+            return {"cc": {cc: list(m.values()) for cc, m in self._maps.items() if m}, "notes": dict(self._notes)}
+
+    def to_json(self) -> dict:
+        """The mappings as plain data (for presets)."""
+        maps = self.mappings
+        return {"cc": [[m.cc, m.control, m.lo, m.hi, m.curve] for ms in maps["cc"].values() for m in ms],
+                "notes": [[note, action] for note, action in maps["notes"].items()]}
+
+    def load_json(self, data) -> dict[str, str]:
+        """Add the mappings of :meth:`to_json` data; returns what it skipped (entry -> reason)."""
+        skipped: dict[str, str] = {}
+        if not isinstance(data, dict):
+            return {"midi": f"expected an object with 'cc' and 'notes', got {type(data).__name__}"}
+        for entry in data.get("cc", []) if isinstance(data.get("cc"), list) else []:
+            try:
+                self.map(*entry) if isinstance(entry, list) and len(entry) == 5 else self.map(entry)
+            except (ValueError, TypeError) as error:
+                skipped[f"midi cc {entry!r}"[:60]] = str(error)
+        for entry in data.get("notes", []) if isinstance(data.get("notes"), list) else []:
+            try:
+                self.map_note(*entry) if isinstance(entry, list) and len(entry) == 2 else self.map_note(entry)
+            except (ValueError, TypeError) as error:
+                skipped[f"midi note {entry!r}"[:60]] = str(error)
+        return skipped
 
     def clear(self) -> None:
         with self._lock:
@@ -138,14 +170,13 @@ class MidiMap:
             learning, self._learning = self._learning, None
         if learning is not None:
             control, lo, hi, curve = learning
-            mapping = self.map(cc, control, lo, hi, curve)
-            self._aim(mapping, value)
+            self._aim(self.map(cc, control, lo, hi, curve), value)
             return "learned"
-        mapping = self._maps.get(cc)
-        if mapping is None:
-            return "ignored"
-        self._aim(mapping, value)
-        return "cc"
+        with self._lock:
+            mappings = list(self._maps.get(cc, {}).values())
+        for mapping in mappings:
+            self._aim(mapping, value)
+        return "cc" if mappings else "ignored"
 
     def _aim(self, mapping: Mapping, value: int) -> None:
         with self._lock:

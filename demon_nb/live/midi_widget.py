@@ -49,8 +49,8 @@ class MidiIn(anywidget.AnyWidget):
         last = self.midi.last
         where = last.get("device") or "MIDI"
         if "cc" in last:
-            mapping = self.midi.mappings["cc"].get(last["cc"])
-            target = f" → {mapping.control}" if mapping else " (not mapped)"
+            mappings = self.midi.mappings["cc"].get(last["cc"], [])
+            target = f" → {', '.join(m.control for m in mappings)}" if mappings else " (not mapped)"
             learned = " (learned)" if did == "learned" else ""
             return f"{where}: CC {last['cc']} = {last['value']}{target}{learned}"
         if "note" in last:

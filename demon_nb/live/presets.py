@@ -41,6 +41,7 @@ class LoadReport:
     applied: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     model: str | None = None
+    extra: dict = field(default_factory=dict)  # the document's other top-level keys (e.g. "midi")
 
     def __str__(self) -> str:
         lines = [f"applied {len(self.applied)} controls"]
@@ -137,7 +138,8 @@ def load(path: str | os.PathLike, write: Callable[[str, Any], Any]) -> LoadRepor
     values the write rejects and missing or altered latent files are skipped with a reason."""
     path = Path(path)
     document = read(path)
-    report = LoadReport(model=document.get("model"))
+    report = LoadReport(model=document.get("model"), extra={k: v for k, v in document.items()
+                                                            if k not in ("schema", "version", "model", "controls")})
     latents: dict[str, torch.Tensor] | None = None
     for name, value in document["controls"].items():
         if name not in CONTROLS:

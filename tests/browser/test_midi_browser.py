@@ -58,8 +58,8 @@ def test_midi_mapping_learn_and_status(lab_server, browser, artifacts):
         lab.wait_for(f"() => ({STATUS})().includes('move a knob')", timeout=20)
         lab.eval("() => window.__fakeMidi.send([0xB0, 22, 64])")
         lab.wait_for(f"() => ({STATUS})().includes('CC 22 = 64')", timeout=20)
-        mapped = lab.kernel_json("{k: v.control for k, v in inst.midi.mappings['cc'].items()}")
-        assert mapped == {"21": "velocity_scale", "22": "denoise"}
+        mapped = lab.kernel_json("{k: [m.control for m in v] for k, v in inst.midi.mappings['cc'].items()}")
+        assert mapped == {"21": ["velocity_scale"], "22": ["denoise"]}
         assert lab.kernel_json("inst.runner.alive and not inst.runner.errors") is True
     finally:
         lab.run_new_cell("inst.close()")

@@ -40,3 +40,18 @@ def test_notebook_runs(path, tmp_path):
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code_cells)
     print(f"{path.name}: {elapsed:.1f} s")
+
+
+EXECUTED_LIMIT_BYTES = 5 * 1024 * 1024   # audio clips and widget state stay small enough to commit and diff
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["02_how_sampling_works.ipynb", "03_propagation_classes.ipynb"])
+def test_executed_notebook_is_small(name, tmp_path):
+    path = next(p for p in NOTEBOOKS if p.name == name)
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    size = len(nbformat.writes(nb).encode())
+    print(f"{name}: {size / 1e6:.2f} MB executed")
+    assert size < EXECUTED_LIMIT_BYTES, f"{name}: {size / 1e6:.2f} MB executed (limit {EXECUTED_LIMIT_BYTES / 1e6:.1f} MB)"

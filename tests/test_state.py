@@ -35,7 +35,8 @@ CASES = {
 
 
 def test_every_shared_parameter_has_a_next_tick_test():
-    assert set(CASES) == set(PARAMS)
+    # lora_strength scales the model's adapter between ticks (the runner, not the sampler): tests/test_lora.py
+    assert set(CASES) == set(PARAMS) - {"lora_strength"}
 
 
 def make_ring(request_options, preset):

@@ -26,7 +26,7 @@ from . import bench_parser
 PROBE_VALUES = {
     "velocity_scale": 1.3, "source_blend": 0.3, "ode_noise": 0.5, "x0_target_strength": 0.9,
     "x0_target_gate": 0.6, "guidance_scale": 4.0, "apg_momentum": 0.5, "apg_norm_threshold": 0.05,
-    "cfg_rescale": 0.7, "dcw_scaler": 0.3, "dcw_high_scaler": 0.3, "prompt_blend": 0.5, "denoise": 0.6,
+    "cfg_rescale": 0.7, "dcw_scaler": 0.3, "dcw_high_scaler": 0.3, "lora_strength": 0.3, "prompt_blend": 0.5, "denoise": 0.6,
     "seed": 7, "vary_seed": True, "steps": 6, "shift": 1.5, "init_noise": 0.6, "depth": 2, "gain": 0.5,
 }
 
@@ -56,19 +56,37 @@ def preconditions(need: str | None, model, source: torch.Tensor, prompts: tuple[
         "prompt_b": {"prompt_b": prompts[1]}, "prompt_blend": {"prompt_blend": 0.5},
         "guidance": guidance, "guidance_scale": {"guidance_scale": 3.0},
         "apg": {**guidance, "guidance_kind": "apg"}, "dcw": {"dcw_mode": "double"},
+        "lora": {LORA: _random_lora_file(model)},
     }[need]
+
+
+LORA = "(load a LoRA)"  # a precondition that is not a control write: runner.load_lora(path)
+
+
+def _random_lora_file(model) -> str:
+    """A random adapter for the model's DiT, written once to a temporary file."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from ..models.lora import random_adapter
+
+    path = f"{tempfile.gettempdir()}/demon_nb_bench_lora_{model.name}.safetensors"
+    save_file(random_adapter(model.denoiser.lora_target(), scale=0.2), path)
+    return path
 
 
 def run(model, writes: dict, change: tuple[str, Any] | None, change_tick: int, ticks: int, depth: int) -> dict:
     """Tick a fresh runner (no thread); returns ``{tag: (tick, latent, gain)}``."""
     runner = Runner(model, depth=depth)
     for name, value in writes.items():
-        runner.set(name, value)
+        runner.load_lora(value) if name == LORA else runner.set(name, value)
     out = {}
     with torch.inference_mode():
         for tick in range(ticks):
             if change is not None and tick == change_tick:
                 runner.set(*change)
+            runner.prepare_tick()  # what Runner.step does before each tick (LoRA swaps, MIDI)
             for completion in runner.ring.tick():
                 out[completion.request.tag] = (tick, completion.latent, runner.controls.gain)
     return out

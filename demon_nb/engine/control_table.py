@@ -60,6 +60,7 @@ NEEDS: Mapping[str, str] = MappingProxyType({
     "guidance_scale": "needs a guidance scale other than 1",
     "apg": "needs guidance with kind apg",
     "dcw": "needs a DCW mode other than off",
+    "lora": "needs a LoRA adapter (inst.load_lora)",
 })
 
 _ROWS = (
@@ -92,6 +93,8 @@ _ROWS = (
          help="DCW low band (and pix): x_L += t * s * (x_L - y_L)"),
     Spec("dcw_high_scaler", "step", "curve", 0.02, -1.0, 1.0, ui=(-0.2, 0.2, 0.005), needs="dcw", label="DCW high",
          help="DCW high band: x_H += (1 - t) * s * (x_H - y_H)"),
+    Spec("lora_strength", "step", "scalar", 1.0, -1.0, 2.0, ui=(0.0, 1.5, 0.01), needs="lora", label="LoRA strength",
+         help="scale of the active LoRA adapter, applied between ticks"),
     # -- submission: the next requests (mechanism 1: each slot keeps what it was born with) --
     Spec("prompt_a", "submission", "text", "", label="prompt A", help="the text prompt"),
     Spec("prompt_b", "submission", "text", "", needs="prompt_blend", label="prompt B",

@@ -299,6 +299,15 @@ class Instrument:
             recorder.write(mirror.read(0, mirror.loop_samples))
         return target
 
+    def load_lora(self, path) -> str:
+        """Load a LoRA adapter for the model's DiT (safetensors; a bad file raises here and the
+        music keeps playing); it replaces the active one between two ticks. ``lora_strength``
+        scales it live."""
+        return self.runner.load_lora(path)
+
+    def unload_lora(self) -> None:
+        self.runner.unload_lora()
+
     def _on_status(self, status: dict) -> None:
         take = self._take
         if take is not None:

@@ -31,6 +31,7 @@ SECTIONS = (
     ("guidance", ("guidance_kind", "apg_momentum", "apg_norm_threshold", "cfg_rescale")),
     ("source and noise", ("init_noise", "ode_noise", "x0_target_strength", "x0_target_gate")),
     ("DCW (wavelet correction)", ("dcw_mode", "dcw_scaler", "dcw_high_scaler")),
+    ("LoRA", ("lora_strength",)),
 )
 
 

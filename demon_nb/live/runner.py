@@ -30,6 +30,7 @@ import torch
 from ..engine.decode import decode_window
 from ..engine.ring import Completion, Ring
 from ..engine.state import PARAMS
+from ..models.lora import LoraAdapters
 from .controls import Controls
 from .player import DEFAULT_WINDOW_S, Patch, Player
 
@@ -68,6 +69,8 @@ class Runner:
         self._listeners: list[Callable[[Patch], None]] = []
         self._error_listeners: list[Callable[[TickError], None]] = []
         self._before_tick: list[Callable[[], None]] = []
+        self.lora = LoraAdapters(model.denoiser)
+        self.before_tick(lambda: self.lora.apply(self.ring.state.get("lora_strength")))
         self._consumers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue, str]] = []
         self._consumers_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -123,9 +126,25 @@ class Runner:
     def on_error(self, callback: Callable[[TickError], None]) -> None:
         self._error_listeners.append(callback)
 
+    def load_lora(self, path) -> str:
+        """Read and check a LoRA adapter on the caller's thread (a bad file raises here, the music
+        keeps playing on the previous adapter); it replaces the active one between two ticks."""
+        return self.lora.stage(self.lora.read(path))
+
+    def unload_lora(self) -> None:
+        """Remove the active adapter between two ticks."""
+        self.lora.unload()
+        self._wake.set()
+
     def before_tick(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` on the tick thread before every tick (e.g. MIDI's coalesced writes)."""
         self._before_tick.append(callback)
+
+    def prepare_tick(self) -> None:
+        """What happens between two ticks: the ``before_tick`` callbacks (LoRA swaps and strength,
+        MIDI writes); an error in one is printed and the tick goes on."""
+        for callback in list(self._before_tick):
+            _call_quietly(callback)
 
     # -- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -144,8 +163,7 @@ class Runner:
     def step(self) -> list[Completion]:
         """One tick, then decode and publish the newest completion. Never raises."""
         try:
-            for callback in list(self._before_tick):
-                _call_quietly(callback)
+            self.prepare_tick()
             with torch.inference_mode():
                 started = self.last_tick_started = time.perf_counter()
                 done = self.ring.tick()
@@ -241,6 +259,7 @@ class Runner:
             "completions_per_s": (len(recent) - 1) / span if span > 0 else 0.0,
             "lead_ms": self.player.lead.seconds * 1e3, "completions": self.completions,
             "errors": len(self.errors), "depth": self.ring.depth, "steps": self.controls.get("steps"),
+            "backend": getattr(self.model.denoiser, "backend", "eager"), "lora": self.lora.active,
         }
         result["warning"] = realtime_warning(result["tick_ms"], result["decode_ms"], result["steps"], len(self.tick_ms))
         return result

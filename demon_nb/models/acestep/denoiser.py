@@ -84,6 +84,15 @@ class AceStepDenoiser:
         self._uncond = AceCondition(self.null_condition, torch.ones(1, dtype=torch.bool, device=self.device),
                                     "", {"unconditional": True})
 
+    def lora_target(self):
+        """The DiT that takes LoRA adapters (``demon_nb.models.lora``)."""
+        return self.transformer
+
+    def lora_changed(self, active: bool) -> None:
+        """The cached cross-attention K/V were made with the old weights: drop them."""
+        self._prepared = IdentityCache(PREPARED_CACHE)
+        self._batches = IdentityCache(BATCH_CACHE)
+
     @property
     def device(self) -> torch.device:
         return self.param.device

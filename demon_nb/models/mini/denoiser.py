@@ -137,6 +137,19 @@ class MiniDenoiser:
         self.forward = accelerate(self.net, example, backend, max_batch=64, threads=threads)
         self.backend = backend
 
+    def lora_target(self):
+        """The DiT that takes LoRA adapters (``demon_nb.models.lora``)."""
+        return self.net.dit
+
+    def lora_changed(self, active: bool) -> None:
+        """An exported network cannot scale an adapter in place: with a LoRA active the DiT runs
+        eagerly (``backend`` says so); without one, on the backend it had."""
+        if active and not self.backend.endswith("(LoRA active)"):
+            self._accelerated = (self.forward, self.backend)
+            self.forward, self.backend = self.net, f"eager (LoRA active)"
+        elif not active and self.backend.endswith("(LoRA active)"):
+            self.forward, self.backend = self._accelerated
+
     def unconditional(self) -> torch.Tensor:
         """MiniLM states of the empty prompt (what condition dropout trained on)."""
         return self._uncond

@@ -33,12 +33,14 @@ def good_value(name: str):
         return (p.lo + p.hi) / 2 if (p.lo + p.hi) / 2 != p.default else p.lo
     return {"prompt_a": "2", "prompt_b": "3", "prompt_blend": 0.25, "denoise": 0.5, "seed": 7, "vary_seed": True,
             "cfg_mode": "full", "shift": 2.0, "init_noise": [0.5] * FRAMES, "source": torch.ones(FRAMES, CHANNELS),
-            "x0_target": torch.zeros(FRAMES, CHANNELS), "steps": 6, "depth": 3, "gain": 0.5}[name]
+            "x0_target": torch.zeros(FRAMES, CHANNELS), "steps": 6, "depth": 3, "gain": 0.5,
+            "negative_prompt": "1", "mask": [0.0] * (FRAMES // 2) + [1.0] * (FRAMES - FRAMES // 2), "feedback": 0.3}[name]
 
 
 BAD = {"prompt_a": 5, "prompt_b": None, "prompt_blend": 1.5, "denoise": -0.1, "seed": -1, "vary_seed": "yes",
        "cfg_mode": "loud", "shift": 100.0, "init_noise": [0.5] * (FRAMES - 1), "source": torch.zeros(3, 3),
-       "x0_target": "latent", "steps": 0, "depth": 99, "gain": float("nan")}
+       "x0_target": "latent", "steps": 0, "depth": 99, "gain": float("nan"), "negative_prompt": 3,
+       "mask": [0.5] * 3, "feedback": 1.5}
 
 
 def bad_value(name: str):
@@ -154,3 +156,38 @@ def test_parse_int():
         parse_int("seed", "4.5")
     with pytest.raises(ValueError, match="seed"):
         parse_int("seed", True)
+
+
+def test_negative_prompt_mask_and_feedback_reach_the_request(runner):
+    controls = runner.controls
+    source = torch.randn(FRAMES, CHANNELS)
+    runner.set("negative_prompt", "2")
+    runner.set("mask", [1.0] * 8 + [0.0] * (FRAMES - 8))
+    request = controls.request()
+    assert request.mask is None and request.negative == controls.condition("2")  # a mask needs a source
+    runner.set("source", source)
+    runner.set("feedback", 0.25)
+    newest = torch.randn(FRAMES, CHANNELS)
+    controls.newest = newest
+    request = controls.request()
+    assert torch.allclose(request.source, 0.75 * source + 0.25 * newest)
+    assert request.mask.reshape(-1).tolist() == [1.0] * 8 + [0.0] * (FRAMES - 8)
+    runner.set("feedback", 0.0)
+    assert torch.equal(controls.request().source, source)
+
+
+def test_tone_section_writes_channel_gains_by_group(runner):
+    panel = ControlsPanel(runner)
+    groups = runner.model.tone_groups()
+    assert len(panel.tone) == len(groups) == 4  # the analytic model: four ranges of its channels
+    first, (a, b) = next(iter(groups.items()))
+    panel.tone[first].value = 0.5
+    gain = runner.ring.state.get("channel_gain").reshape(-1)
+    assert torch.all(gain[a:b] == 0.5) and torch.all(gain[b:] == 1.0)
+
+
+def test_mini_names_its_channel_groups():
+    from demon_nb.models.mini import layout as L
+
+    groups = load("mini").tone_groups()
+    assert groups["bass"] == (0, 12) and groups["drums"] == (L.DRUMS.start, L.DRUMS.stop) and "brightness" in groups

@@ -61,6 +61,7 @@ NEEDS: Mapping[str, str] = MappingProxyType({
     "apg": "needs guidance with kind apg",
     "dcw": "needs a DCW mode other than off",
     "lora": "needs a LoRA adapter (inst.load_lora)",
+    "full_cfg": "needs CFG mode full or residual-initialize",
 })
 
 _ROWS = (
@@ -105,6 +106,12 @@ _ROWS = (
          help="start lower on the schedule: t_start = S / floor(S / d)"),
     Spec("seed", "submission", "int", 0, 0, MAX_SEED, help="the initial noise and every per-step draw"),
     Spec("vary_seed", "submission", "bool", False, label="new seed per completion", help="seed + birth"),
+    Spec("negative_prompt", "submission", "text", "", needs="full_cfg", label="negative prompt",
+         help="the prompt of the unconditional row (empty: the model's own unconditional)"),
+    Spec("mask", "submission", "curve", None, needs="source", optional=True, ui=(0.0, 1.0, 0.01),
+         help="inpainting per frame: 1 = generate, 0 = keep the source"),
+    Spec("feedback", "submission", "scalar", 0.0, needs="source",
+         help="source' = (1 - fb) * source + fb * the newest completion"),
     Spec("cfg_mode", "submission", "choice", "none", choices=CFG_MODES, needs="guidance_scale", label="CFG mode",
          help="none, full (negative forward each step), residual-initialize (once), residual-self (free)"),
     Spec("steps", "submission", "int", 8, 1, MAX_STEPS, ui=(1, 32, 1), help="solver steps of each new slot"),

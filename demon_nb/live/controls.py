@@ -41,6 +41,7 @@ class Controls:
         self._values: dict[str, Any] = {name: CONTROLS[name].default for name in SUBMISSION}
         self._values.update(prompt_a=prompt, seed=seed, cfg_mode=cfg_mode, shift=shift, steps=ring.steps)
         self._births = 0
+        self.newest: torch.Tensor | None = None  # the newest completion latent (feedback), set by the runner
         self._conds: dict[str, Any] = {}
         self._conds_lock = threading.Lock()
 
@@ -68,7 +69,7 @@ class Controls:
         ring = self.ring
         checked = {name: validate(name, value, ring.frames, ring.channels, ring.device, ring.dtype)
                    for name, value in values.items()}
-        for name in ("prompt_a", "prompt_b"):
+        for name in ("prompt_a", "prompt_b", "negative_prompt"):
             if name in checked:
                 try:
                     self.condition(checked[name])  # encode now, off the tick thread; errors surface here
@@ -119,12 +120,18 @@ class Controls:
             conditions = (Condition(self.condition(v["prompt_b"]), weight=blend),)
             weight = 1.0 - blend
         seed = (v["seed"] + birth) % (MAX_SEED + 1) if v["vary_seed"] else v["seed"]
-        init_noise = v["init_noise"] if v["source"] is not None else None
+        source, newest = v["source"], self.newest
+        if source is not None and v["feedback"] > 0 and newest is not None and newest.shape == source.shape:
+            source = (1.0 - v["feedback"]) * source + v["feedback"] * newest.to(source.device, source.dtype)
+        init_noise = v["init_noise"] if source is not None else None
+        mask = v["mask"] if source is not None else None
+        negative = self.condition(v["negative_prompt"]) if v["negative_prompt"].strip() else None
         # the source is also the model's cover hint (context latents), when it takes one
-        context = None if v["source"] is None else self.ring.denoiser.cover_context(v["source"])
-        return Request(cond=self.condition(v["prompt_a"]), context=context, seed=seed, source=v["source"], denoise=v["denoise"],
-                       init_noise=init_noise, x0_target=v["x0_target"], conditions=conditions, weight=weight,
-                       cfg_mode=v["cfg_mode"], shift=v["shift"], steps=v["steps"], version=version, tag=birth)
+        context = None if source is None else self.ring.denoiser.cover_context(source)
+        return Request(cond=self.condition(v["prompt_a"]), context=context, seed=seed, source=source, denoise=v["denoise"],
+                       init_noise=init_noise, x0_target=v["x0_target"], mask=mask, conditions=conditions, weight=weight,
+                       negative=negative, cfg_mode=v["cfg_mode"], shift=v["shift"], steps=v["steps"], version=version,
+                       tag=birth)
 
 
 def as_float_list(value: Any) -> list[float] | float:

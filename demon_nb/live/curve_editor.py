@@ -32,7 +32,7 @@ class CurveSpec:
     default: float
 
 
-DRAWN = ("source_blend", "velocity_scale", "guidance_scale", "x0_target_strength", "init_noise", "prompt_blend")
+DRAWN = ("source_blend", "velocity_scale", "guidance_scale", "x0_target_strength", "init_noise", "prompt_blend", "mask")
 
 
 def _curve_spec(name: str) -> CurveSpec:

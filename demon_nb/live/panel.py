@@ -28,8 +28,8 @@ CLASS_COLORS = {"step": "#1b7f4b", "submission": "#1f5fa8", "rebuild": "#b03a2e"
 BASIC = ("prompt_a", "prompt_b", "prompt_blend", "denoise", "source_blend", "velocity_scale", "guidance_scale",
          "cfg_mode", "seed", "vary_seed", "steps", "depth", "shift", "solver", "gain")
 SECTIONS = (
-    ("guidance", ("guidance_kind", "apg_momentum", "apg_norm_threshold", "cfg_rescale")),
-    ("source and noise", ("init_noise", "ode_noise", "x0_target_strength", "x0_target_gate")),
+    ("guidance", ("negative_prompt", "guidance_kind", "apg_momentum", "apg_norm_threshold", "cfg_rescale")),
+    ("source and noise", ("mask", "feedback", "init_noise", "ode_noise", "x0_target_strength", "x0_target_gate")),
     ("DCW (wavelet correction)", ("dcw_mode", "dcw_scaler", "dcw_high_scaler")),
     ("LoRA", ("lora_strength",)),
 )
@@ -90,8 +90,13 @@ class ControlsPanel:
         self._reflecting: set[str] = set()
         self.rows: dict[str, W.HBox] = {}
         basic = [self._row(name) for name in BASIC]
-        sections = W.Accordion(children=[W.VBox([self._row(n) for n in names]) for _, names in SECTIONS],
-                               titles=tuple(title for title, _ in SECTIONS), selected_index=None)
+        children = [W.VBox([self._row(n) for n in names]) for _, names in SECTIONS]
+        titles = tuple(title for title, _ in SECTIONS)
+        groups = getattr(runner.model, "tone_groups", lambda: {})()
+        if groups:
+            children.append(self._tone(groups, runner.ring.channels))
+            titles += ("tone (channel gains)",)
+        sections = W.Accordion(children=children, titles=titles, selected_index=None)
         title = W.HTML("<b>controls</b> <small>(tag = propagation class: when a change is heard)</small>")
         self.widget = W.VBox([title, *basic, sections, self.message], layout=W.Layout(width="450px", flex="0 0 auto"))
         self.widget.add_class("demon-controls")
@@ -103,6 +108,24 @@ class ControlsPanel:
         tag = W.HTML(class_tag(row.klass) + needs_note(row), layout=W.Layout(max_width="110px"))
         self.rows[name] = W.HBox([widget, tag], layout=W.Layout(align_items="center"))
         return self.rows[name]
+
+    def _tone(self, groups: dict[str, tuple[int, int]], channels: int) -> W.VBox:
+        """One slider per named channel group; together they write ``channel_gain`` (a [C] vector)."""
+        self.tone: dict[str, W.FloatSlider] = {}
+
+        def write(_change=None) -> None:
+            gain = torch.ones(channels)
+            for name, (a, b) in groups.items():
+                gain[a:b] = self.tone[name].value
+            self.apply("channel_gain", gain)
+
+        for name in groups:
+            slider = W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.01, description=name, **_slider())
+            slider.add_class(f"demon-tone-{name.replace(' ', '-')}")
+            slider.observe(write, names="value")
+            self.tone[name] = slider
+        tag = W.HTML(class_tag("step") + ' <span style="font-size:10px;color:#777">gain on the denoiser input</span>')
+        return W.VBox([W.HBox([W.VBox(list(self.tone.values())), tag])])
 
     def _make(self, row: Spec) -> tuple[W.Widget, Callable[[Any], Any]]:
         """The widget for one table row, showing the control's current value."""

@@ -177,6 +177,7 @@ class Runner:
                     if not bool(torch.isfinite(newest.latent).all()):
                         # stale, never silent: keep playing the last good version
                         raise FloatingPointError(f"completion {self.completions} is not finite; dropped")
+                    self.controls.newest = newest.latent  # for the source feedback of the next requests
                     with self._completed:
                         self.last_completion = newest
                         self._completed.notify_all()

@@ -28,10 +28,20 @@ class Model:
     frames: int  # loop length in latent frames
     defaults: dict = field(default_factory=dict)  # steps, shift, cfg_mode, guidance_scale, ...
     backends: dict = field(default_factory=dict)  # component -> demon_nb.accel backend
+    channel_groups: dict = field(default_factory=dict)  # name -> (first, stop) latent channels, for tone controls
 
     @property
     def loop_seconds(self) -> float:
         return self.frames * self.codec.hop / self.codec.sample_rate
+
+    def tone_groups(self) -> dict[str, tuple[int, int]]:
+        """Named channel ranges for the tone controls: the model's own (mini: bass, notes, drums,
+        brightness), else four equal ranges of its latent channels."""
+        if self.channel_groups:
+            return dict(self.channel_groups)
+        channels = self.denoiser.channels
+        edges = [round(i * channels / 4) for i in range(5)]
+        return {f"channels {a}-{b - 1}": (a, b) for a, b in zip(edges, edges[1:]) if b > a}
 
 
 def available() -> list[str]:

@@ -92,5 +92,10 @@ def load(weights: str | Path | None = None, random_init: bool = False, seed: int
     denoiser = MiniDenoiser(net, text.encode(""))
     if backend != "eager":
         denoiser.use_backend(backend, FRAMES, threads=ONNX_THREADS if threads is None else threads)
+    from . import layout as L
+
+    groups = {"bass": (L.BASS.start, L.BASS.stop), "notes": (L.NOTES.start, L.NOTES.stop),
+              "drums": (L.DRUMS.start, L.DRUMS.stop), "brightness": (L.BRIGHT, L.BRIGHT + 1)}
     return Model(name="mini", denoiser=denoiser, codec=SynthCodec(), text_encoder=text, frames=FRAMES,
-                 defaults=dict(DEFAULTS, **defaults), backends={"denoiser": backend, "decode": "eager", "encode": "eager"})
+                 defaults=dict(DEFAULTS, **defaults), backends={"denoiser": backend, "decode": "eager", "encode": "eager"},
+                 channel_groups=groups)

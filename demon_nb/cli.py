@@ -1,4 +1,4 @@
-"""``python -m demon_nb {lab,render,bench,train-mini}``.
+"""``python -m demon_nb {lab,app,render,bench,train-mini,train-lora}``.
 
 Benchmarks live one per module in ``demon_nb/bench/<name>.py``; each exposes
 ``main(argv) -> int`` and prints one JSON object on stdout.
@@ -23,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "bench": "run a benchmark: bench NAME [--json] ...",
         "lab": "open JupyterLab on notebooks/01_play.ipynb (loopback, token)",
+        "app": "serve the instrument alone as a page with Voila (loopback, token)",
         "render": "render a piece offline to a WAV file",
         "train-mini": "train the built-in model",
+        "train-lora": "train a style LoRA for the built-in model",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         parser = argparse.ArgumentParser(prog="python -m demon_nb")
@@ -39,5 +41,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         module = importlib.import_module(f"demon_nb.bench.{rest[0]}")
         return int(module.main(rest[1:]) or 0)
-    module_name = {"lab": "demon_nb.lab", "render": "demon_nb.render", "train-mini": "demon_nb.models.mini.train"}[command]
+    module_name = {"lab": "demon_nb.lab", "app": "demon_nb.app", "render": "demon_nb.render", "train-mini": "demon_nb.models.mini.train",
+                   "train-lora": "demon_nb.models.mini.train_lora"}[command]
     return int(importlib.import_module(module_name).main(rest) or 0)

@@ -61,3 +61,53 @@ def test_the_runtime_opens_no_listening_socket():
     during = _own_socket_inodes() & _listening_inodes()
     runner.stop()
     assert during == before
+
+
+# -- the one listener the project starts on purpose: ``python -m demon_nb app`` (Voila) ---------
+
+def test_app_command_binds_loopback_with_a_token():
+    from demon_nb import app
+
+    cmd = app.command(pathlib.Path("/tmp/x/DEMON.ipynb"), 8866, "f00d")
+    assert "--Voila.ip=127.0.0.1" in cmd and "--Voila.token=f00d" in cmd
+    assert "--Voila.port_retries=0" in cmd and "--no-browser" in cmd   # the printed URL is the one served
+    assert app.url(8866, "f00d") == "http://127.0.0.1:8866/?token=f00d"
+    code = app.notebook_code("analytic", None, pathlib.Path("/tmp/a'b.json"), pathlib.Path("/tmp"))
+    compile(code, "app", "exec")                                      # paths are quoted as Python literals
+    assert "inst.load('/tmp/a\\'b.json')" in code or 'inst.load("/tmp/a\'b.json")' in code
+
+
+def _listeners(port: int) -> list[tuple[str, str]]:
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = pathlib.Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hexport = local.rsplit(":", 1)
+            if state == "0A" and int(hexport, 16) == port:
+                found.append((table, address))
+    return found
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+def test_app_listens_on_loopback_only_and_wants_the_token(tmp_path):
+    pytest.importorskip("voila")
+    import urllib.request
+
+    from demon_nb.bench._browser import app_server
+
+    with app_server(tmp_path, ["--model", "analytic"], start_timeout=120) as server:
+        assert _listeners(server.port) == [("/proc/net/tcp", "0100007F")]     # 127.0.0.1, no IPv6, no 0.0.0.0
+        assert len(server.token) == 32
+        for path in ("/", "/?token=" + "0" * 32, "/voila/render/DEMON.ipynb"):
+            req = urllib.request.Request(server.base + path)
+            try:
+                with urllib.request.urlopen(req, timeout=20) as r:
+                    final, body = r.url, r.read().decode(errors="replace")
+            except urllib.error.HTTPError as error:
+                final, body = f"HTTP {error.code}", ""
+            assert "/login" in final or final.startswith("HTTP 40"), (path, final)
+            assert "import demon_nb" not in body and "demon-instrument" not in body, path   # nothing without the token

@@ -159,6 +159,17 @@ function initialize({ model, signal }) {
     node.connect(ctx.destination);
     for (const [msg, transfer] of pending.splice(0)) node.port.postMessage(msg, transfer || []);
     if (model.get("playing")) ctx.resume().catch(() => {});
+    // Browsers keep a context made before any user gesture suspended (a page with no cell to run,
+    // e.g. the performance page): the first click or key anywhere starts the sound.
+    const wake = () => {
+      if (model.get("playing") && ctx.state === "suspended") ctx.resume().catch(() => {});
+      if (ctx.state === "running" || signal?.aborted) {
+        window.removeEventListener("pointerdown", wake, true);
+        window.removeEventListener("keydown", wake, true);
+      }
+    };
+    window.addEventListener("pointerdown", wake, true);
+    window.addEventListener("keydown", wake, true);
     state.ready = true;
     model.send({ type: "ready", sample_rate: ctx.sampleRate, loop_samples: loopSamples, channels, probe: true });
     notify();
@@ -196,7 +207,10 @@ function render({ model, el }) {
   };
   button.addEventListener("click", () => {
     const state = registry().models[model.get("_uid")];
-    if (state && state.ctx.state !== "running") state.ctx.resume();
+    if (state && state.ctx.state !== "running" && model.get("playing")) {
+      state.ctx.resume();  // playing but not yet allowed to sound: this click starts it, it does not pause
+      return;
+    }
     model.set("playing", !model.get("playing"));
     model.save_changes();
   });
@@ -212,6 +226,7 @@ function render({ model, el }) {
     const s = state.status;
     const sr = state.sampleRate;
     if (state.error) info.textContent = `error: ${state.error}`;
+    else if (state.ctx.state === "suspended" && model.get("playing")) info.textContent = "click anywhere to start the sound";
     else if (!s) info.textContent = `${state.ctx.state} · waiting for audio`;
     else {
       info.textContent = `${state.ctx.state} · ${(s.playhead / sr).toFixed(2)} s / ${(model.get("loop_samples") / sr).toFixed(1)} s`

@@ -106,6 +106,34 @@ class LabServer:
             self.api(f"/api/sessions/{session['id']}", method="DELETE")
 
 
+class RemoteServer(LabServer):
+    """A JupyterLab already running elsewhere, e.g. on a GPU machine: ``url`` is the address it
+    printed (``http(s)://HOST:PORT/lab?token=T``); notebooks are uploaded through its contents API."""
+
+    def __init__(self, url: str):
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(url)
+        token = parse_qs(parts.query).get("token", [""])[0]
+        if parts.scheme not in ("http", "https") or not parts.netloc or not token:
+            raise ValueError(f"server: expected http(s)://HOST:PORT/...?token=TOKEN, got {url!r}")
+        self.root, self.proc, self.log, self.token, self.port = None, None, None, token, parts.port
+        self._base = f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def base(self) -> str:
+        return self._base
+
+    def upload(self, src: Path) -> Path:
+        """PUT ``src`` into the server's root (same name); returns that name."""
+        body = json.dumps({"type": "notebook", "format": "json", "content": json.loads(Path(src).read_text())})
+        req = urllib.request.Request(f"{self.base}/api/contents/{Path(src).name}", data=body.encode(), method="PUT",
+                                     headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30):
+            pass
+        return Path(Path(src).name)
+
+
 @contextlib.contextmanager
 def lab_server(base: Path, env: dict | None = None, start_timeout: float = 90.0) -> Iterator[LabServer]:
     """``jupyter lab`` serving ``base/root``; settings, workspaces and log under ``base``."""
@@ -191,6 +219,8 @@ class Lab:
         return path
 
     def copy_notebook(self, src: Path) -> Path:
+        if isinstance(self.server, RemoteServer):
+            return self.server.upload(src)
         return Path(shutil.copy(src, self.server.root / Path(src).name))
 
     def eval(self, expr: str, arg=None):

@@ -41,7 +41,9 @@ import numpy as np
 
 from . import _instrument_page as ui
 from . import bench_parser
-from ._browser import Lab, chromium, lab_server, missing_reason, new_page
+import contextlib
+
+from ._browser import Lab, RemoteServer, chromium, lab_server, missing_reason, new_page
 
 STEP = ("velocity_scale", "state")
 SUBMISSION = {"prompt_blend": ("prompt_blend", "submission"), "shift": ("shift", "submission")}
@@ -126,8 +128,12 @@ def run_trials(lab: Lab, name: str, key: str, trials: int, timeout_s: float, rng
 def measure(args) -> dict:
     rng = random.Random(args.seed)
     controls = {"step": STEP, "submission": SUBMISSION[args.submission_control]}
-    with tempfile.TemporaryDirectory(prefix="demon-ear-") as tmp, lab_server(Path(tmp)) as server, \
-            chromium() as browser:
+    with contextlib.ExitStack() as stack:
+        if args.server:  # a running server, e.g. a GPU machine's: latency over a real network link
+            server = RemoteServer(args.server)
+        else:
+            server = stack.enter_context(lab_server(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="demon-ear-")))))
+        browser = stack.enter_context(chromium())
         page = new_page(browser, width=1280, height=1400)
         lab = Lab(server, page)
         startup = ui.open_instrument(lab, Path(args.notebook), run_timeout=args.timeout)
@@ -186,7 +192,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--submission-control", choices=sorted(SUBMISSION), default="prompt_blend",
                         help="the submission-class slider moved (default prompt_blend)")
     parser.add_argument("--raw", default=None, help="save the raw event logs (JSON) here")
+    parser.add_argument("--server", default=None,
+                        help="measure through a running JupyterLab at this URL (with ?token=...), e.g. a GPU machine's")
     args = parser.parse_args(argv)
+    if args.server:
+        try:
+            RemoteServer(args.server)
+        except ValueError as error:
+            parser.error(str(error))
     if args.trials < 1:
         parser.error(f"--trials: expected an integer >= 1, got {args.trials}")
     if not Path(args.notebook).is_file():

@@ -142,8 +142,9 @@ class LoraAdapters:
             pending, self._pending = self._pending, []
         changed = False
         for action, arg in pending:
-            if self.active is not None:
-                self.dit.delete_adapters(self.active)
+            loaded = list(getattr(self.dit, "peft_config", {}) or {})
+            if loaded:  # one adapter per DiT: also any left by another runner on the same model
+                self.dit.delete_adapters(loaded)
                 self.active, changed = None, True
             if action == "load":
                 name, state = arg

@@ -49,7 +49,7 @@ function toChannels(bytes, dtype, channels, samples) {
   if (flat.length !== channels * samples) {
     throw new Error(`patch has ${flat.length} values, expected ${channels} x ${samples}`);
   }
-  const scale = int16 ? 1 / 32768 : 1;
+  const scale = int16 ? 1 / 32767 : 1;   // the kernel encodes round(x * 32767)
   return Array.from({ length: channels }, (_, c) => {
     const ch = new Float32Array(samples);
     for (let i = 0; i < samples; i++) ch[i] = flat[c * samples + i] * scale;

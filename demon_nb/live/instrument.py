@@ -269,6 +269,8 @@ class Instrument:
         """Apply a preset through the same validated path as the widgets; what it skips (and why)
         is in the report and in the panel's message line. Nothing already set is lost."""
         report = presets.load(path, self.set)
+        for name in [n for n in self.panel.errors if n.startswith("preset:")]:
+            self.panel._show(name, None)  # the previous load's skips
         if "midi" in report.extra:
             report.skipped.update(self.midi.load_json(report.extra["midi"]))
         for name, reason in report.skipped.items():

@@ -37,5 +37,8 @@ def test_onsets_follow_the_classes(report):
     # slot still before the gate; decode: the next completion's decode
     assert all(r["onset_ticks"] <= 2 for n, r in rows.items() if r["class"] in ("step", "decode") and n != "x0_target_gate")
     assert rows["x0_target_gate"]["onset_ticks"] <= steps // 2
-    # submission writes take the express lane: heard after one schedule (fewer steps: sooner)
-    assert all(r["onset_ticks"] <= steps for r in rows.values() if r["class"] == "submission")
+    # submission writes take the express lane: heard after one schedule (fewer steps: sooner), never
+    # before a whole new schedule ran (the steps probe is 6): an earlier onset means state leaked
+    # between runs (e.g. an adapter left in the shared model)
+    assert all(6 <= r["onset_ticks"] <= steps for r in rows.values() if r["class"] == "submission")
+    assert rows["steps"]["onset_ticks"] == 6

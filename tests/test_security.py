@@ -24,8 +24,8 @@ def test_no_pickle_loading_anywhere():
     assert not offenders, offenders
 
 
-def _listening_inodes() -> set[str]:
-    inodes = set()
+def _listening_sockets():
+    """``(table, fields)`` of every listening TCP socket (/proc/net/tcp and tcp6)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = pathlib.Path(table).read_text().splitlines()[1:]
@@ -34,8 +34,11 @@ def _listening_inodes() -> set[str]:
         for line in lines:
             fields = line.split()
             if fields[3] == "0A":  # LISTEN
-                inodes.add(fields[9])
-    return inodes
+                yield table, fields
+
+
+def _listening_inodes() -> set[str]:
+    return {fields[9] for _, fields in _listening_sockets()}
 
 
 def _own_socket_inodes() -> set[str]:
@@ -78,17 +81,12 @@ def test_app_command_binds_loopback_with_a_token():
 
 
 def _listeners(port: int) -> list[tuple[str, str]]:
+    """``(table, hex address)`` of the sockets listening on ``port``."""
     found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = pathlib.Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            address, hexport = local.rsplit(":", 1)
-            if state == "0A" and int(hexport, 16) == port:
-                found.append((table, address))
+    for table, fields in _listening_sockets():
+        address, hexport = fields[1].rsplit(":", 1)
+        if int(hexport, 16) == port:
+            found.append((table, address))
     return found
 
 
@@ -97,7 +95,7 @@ def test_app_listens_on_loopback_only_and_wants_the_token(tmp_path):
     pytest.importorskip("voila")
     import urllib.request
 
-    from demon_nb.bench._browser import app_server
+    from demon_nb.bench._servers import app_server
 
     with app_server(tmp_path, ["--model", "analytic"], start_timeout=120) as server:
         assert _listeners(server.port) == [("/proc/net/tcp", "0100007F")]     # 127.0.0.1, no IPv6, no 0.0.0.0

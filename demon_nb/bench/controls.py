@@ -91,6 +91,9 @@ def run(model, writes: dict, change: tuple[str, Any] | None, change_tick: int, t
             runner.prepare_tick()  # what Runner.step does before each tick (LoRA swaps, MIDI)
             for completion in runner.ring.tick():
                 out[completion.request.tag] = (tick, completion.latent, runner.controls.gain)
+                runner.controls.newest = completion.latent  # what Runner.step does: the source feedback
+    runner.unload_lora()  # the model is shared by every run: leave its DiT as it was
+    runner.prepare_tick()
     return out
 
 

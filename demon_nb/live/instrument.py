@@ -29,7 +29,8 @@ from ..models import Model, load
 from ..models.tone import playable
 from .audio_out import DTYPES, AudioOut
 from .curve_editor import CurveEditors
-from .midi import MidiMap, mappable
+from .bars import midi_bar, session_bar
+from .midi import MidiMap
 from .midi_widget import MidiIn
 from .panel import ControlsPanel
 from . import presets
@@ -128,58 +129,10 @@ class Instrument:
                        f"loop {self.model.loop_seconds:.2f} s ({self.model.frames} frames)")
         views = W.VBox([W.HTML("<b>ring</b>"), self.ring_view, W.HTML("<b>newest completion</b>"), self.latent_view])
         body = W.HBox([self.panel.widget, W.VBox([self.curves.widget, views], layout=W.Layout(flex="1 1 auto"))])
-        box = W.VBox([title, self.status, self.audio, self.metrics_view.widget, body, self._session_bar(),
-                      self._midi_bar(), self.sources.widget])
+        box = W.VBox([title, self.status, self.audio, self.metrics_view.widget, body, session_bar(self),
+                      midi_bar(self), self.sources.widget])
         box.add_class("demon-instrument")
         return box
-
-    def _session_bar(self) -> W.Widget:
-        """Preset file + save / load, and a record toggle (takes are named after the preset's stem)."""
-        name = W.Text(value="preset.json", description="preset", layout=W.Layout(width="260px"))
-        save, load_, record = W.Button(description="save"), W.Button(description="load"), \
-            W.ToggleButton(description="● record", value=False)
-        for widget, cls in ((name, "path"), (save, "save"), (load_, "load"), (record, "record")):
-            widget.add_class(f"demon-session-{cls}")
-
-        def attempt(what: str, action) -> None:
-            try:
-                action()
-                self.panel._show(f"session:{what}", None)
-            except (ValueError, OSError) as error:
-                self.panel._show(f"session:{what}", str(error))
-
-        save.on_click(lambda _: attempt("save", lambda: self.save(name.value)))
-        load_.on_click(lambda _: attempt("load", lambda: self.load(name.value)))
-
-        def toggle(change) -> None:
-            stem = Path(name.value).with_suffix("")
-            attempt("record", (lambda: self.record(f"{stem}-take.wav")) if change["new"] else self.stop_recording)
-
-        record.observe(toggle, names="value")
-        self.session_widgets = {"path": name, "save": save, "load": load_, "record": record}
-        return W.HBox([name, save, load_, record])
-
-    def _midi_bar(self) -> W.Widget:
-        """MIDI learn: pick a control, press learn, move a knob; the status line says what moved."""
-        target = W.Dropdown(options=mappable(), value="velocity_scale", description="MIDI learn",
-                            layout=W.Layout(width="300px"))
-        learn = W.ToggleButton(description="learn", value=False)
-        learn.add_class("demon-midi-learn")
-        target.add_class("demon-midi-target")
-
-        def arm(change) -> None:
-            if change["new"]:
-                self.midi.learn(target.value)
-                self.midi_in.status = f"MIDI: move a knob to drive {target.value}"
-
-        def learned(change) -> None:
-            if learn.value and self.midi.learning is None:
-                learn.value = False  # the knob moved: mapped
-
-        learn.observe(arm, names="value")
-        self.midi_in.observe(learned, names="status")
-        self.midi_widgets = {"target": target, "learn": learn}
-        return W.HBox([target, learn, self.midi_in], layout=W.Layout(align_items="center"))
 
     def _new_seed(self) -> None:
         self.set("seed", (int(self.get("seed")) + 7919) % 2**31)
@@ -270,11 +223,11 @@ class Instrument:
         is in the report and in the panel's message line. Nothing already set is lost."""
         report = presets.load(path, self.set)
         for name in [n for n in self.panel.errors if n.startswith("preset:")]:
-            self.panel._show(name, None)  # the previous load's skips
+            self.panel.show_message(name, None)  # the previous load's skips
         if "midi" in report.extra:
             report.skipped.update(self.midi.load_json(report.extra["midi"]))
         for name, reason in report.skipped.items():
-            self.panel._show(f"preset:{name}", f"preset skipped {name}: {reason}")
+            self.panel.show_message(f"preset:{name}", f"preset skipped {name}: {reason}")
         return report
 
     def record(self, path, seconds: float | None = None) -> Path:

@@ -183,12 +183,13 @@ class ControlsPanel:
         try:
             self.write(name, convert(value))
         except ValueError as exc:
-            self._show(name, str(exc))
+            self.show_message(name, str(exc))
             return False
-        self._show(name, None)
+        self.show_message(name, None)
         return True
 
-    def _show(self, name: str, error: str | None) -> None:
+    def show_message(self, name: str, error: str | None) -> None:
+        """Show ``error`` under key ``name`` in the message line (None clears that key); thread-safe."""
         with self._lock:
             if error is None:
                 if self.errors.pop(name, None) is None:

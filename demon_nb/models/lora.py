@@ -114,6 +114,8 @@ class LoraAdapters:
         self.applied_strength = 1.0
         self._pending: list[tuple[str, object]] = []
         self._lock = threading.Lock()
+        if self.dit is not None and getattr(self.dit, "peft_config", None):
+            self._pending.append(("unload", None))  # a new player starts from the base network
 
     @property
     def supported(self) -> bool:
@@ -146,6 +148,8 @@ class LoraAdapters:
             if loaded:  # one adapter per DiT: also any left by another runner on the same model
                 self.dit.delete_adapters(loaded)
                 self.active, changed = None, True
+            elif action == "unload":
+                changed = True  # e.g. the denoiser still runs eagerly for an adapter already gone
             if action == "load":
                 name, state = arg
                 self.dit.load_lora_adapter(state, prefix=PREFIX, adapter_name=name)

@@ -17,8 +17,10 @@ import time
 import pytest
 
 from demon_nb.bench import _instrument_page as ui
-from demon_nb.bench._browser import CHROMIUM, CHROMIUM_ARGS, Lab, app_server, descendants, new_page, stop_group
+from demon_nb.bench._browser import CHROMIUM, CHROMIUM_ARGS, Lab, descendants, new_page, stop_group
+from demon_nb.bench._servers import app_server
 from demon_nb.live import presets
+from instrument_checks import check_sustained_audio, check_worklet_started
 
 pytestmark = pytest.mark.browser
 
@@ -82,21 +84,8 @@ def test_app_page_renders_the_instrument_and_no_code(page_lab):
 
 def test_app_page_is_heard(page_lab):
     lab, first = page_lab
-    state = lab.eval("""() => { const s = window.__demon_audio.latest;
-        return {ready: s.ready, error: s.error, ctx: s.ctx.state, received: s.patchesReceived, acks: s.acks}; }""")
-    assert state["ready"] and state["error"] == "" and state["ctx"] == "running", state
-    assert state["received"] >= 1 and state["acks"] >= 1, state
-    sr = lab.eval("() => window.__demon_audio.latest.sampleRate")
-    seen = [ui.status(lab)]
-    deadline = time.monotonic() + 30
-    while seen[-1]["rendered"] - seen[0]["rendered"] < 3 * sr and time.monotonic() < deadline:
-        lab.page.wait_for_timeout(100)
-        seen.append(ui.status(lab))
-    before, after = seen[0], seen[-1]
-    assert after["rendered"] - before["rendered"] >= 3 * sr, (before, after)
-    assert min(s["rms"] for s in seen) > 0.005, [round(s["rms"], 4) for s in seen]
-    assert max(s["peak"] for s in seen) > 0.02, [round(s["peak"], 4) for s in seen]
-    assert after["silent"] == before["silent"] and after["skips"] == before["skips"], (before, after)
+    check_worklet_started(lab)
+    before, after = check_sustained_audio(lab)
     assert after["patches"] > before["patches"], (before["patches"], after["patches"])
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from demon_nb.bench import _instrument_page as ui
-from demon_nb.bench._browser import Lab, new_page
+from instrument_checks import check_curve_stroke, check_worklet_started, playing
 
 pytestmark = pytest.mark.browser
 
@@ -21,22 +21,14 @@ STEP_CONTROL = "velocity_scale"       # propagation class "step" (heard version 
 
 @pytest.fixture(scope="module")
 def play(lab_server, browser, artifacts):
-    page = new_page(browser, width=1280, height=1700)
-    lab = Lab(lab_server, page, artifacts=artifacts)
-    try:
-        first = ui.open_instrument(lab)
-        yield lab, first
-    finally:
-        page.context.close()
-        lab_server.shutdown_sessions()
+    with playing(lab_server, browser, artifacts) as result:
+        yield result
 
 
 def test_worklet_receives_patches_and_plays_sound(play):
     lab, first = play
-    state = lab.eval("""() => { const s = window.__demon_audio.latest;
-        return {ready: s.ready, error: s.error, ctx: s.ctx.state, received: s.patchesReceived, acks: s.acks}; }""")
-    assert state["ready"] and state["error"] == "" and state["ctx"] == "running", state
-    assert state["received"] >= 1 and state["acks"] >= 1, state
+    check_worklet_started(lab)
+    state = lab.eval("() => ({received: window.__demon_audio.latest.patchesReceived})")
     assert first["filled"] == 1 and first["patches"] >= 1, first
     later = lab.wait_for("""(r) => { const s = window.__demon_audio.latest.status;
         return s.rendered > r + 24000 ? s : null; }""", arg=first["rendered"], timeout=20)
@@ -70,31 +62,7 @@ def test_slider_dragged_with_mouse_reaches_kernel_and_is_heard(play):
 
 def test_curve_stroke_drawn_with_mouse_reaches_kernel(play):
     lab, _ = play
-    name = ui.visible_curve(lab)
-    assert name, "no curve editor is shown"
-    expr = (f"{{'curve': __import__('demon_nb.live.controls', fromlist=['x']).as_float_list(inst.get('{name}')),"
-            f" 'lo': inst.curves['{name}'].spec.lo, 'hi': inst.curves['{name}'].spec.hi,"
-            f" 'frames': inst.model.frames, 'errors': inst.curves['{name}'].message.value}}")
-    before = lab.kernel_json(expr)
-    lo, hi, frames = before["lo"], before["hi"], before["frames"]
-    level = 0.2                                       # a fifth of the way up the plot
-    ui.draw_stroke(lab, name, 0.3, 0.7, level)
-    target = lo + level * (hi - lo)
-    deadline = time.monotonic() + 15
-    while True:
-        after = lab.kernel_json(expr)
-        curve = after["curve"]
-        if isinstance(curve, list) or time.monotonic() > deadline:
-            break
-        lab.page.wait_for_timeout(300)
-    assert after["errors"] == "", after["errors"]
-    assert isinstance(curve, list) and len(curve) == frames, (before["curve"], curve)
-    middle = curve[int(0.4 * frames):int(0.6 * frames)]
-    assert all(abs(v - target) < 0.08 * (hi - lo) for v in middle), (target, middle)
-    # frames outside the stroke keep the value from before
-    old = before["curve"] if isinstance(before["curve"], list) else [before["curve"]] * frames
-    assert curve[:int(0.2 * frames)] == pytest.approx(old[:int(0.2 * frames)], abs=1e-6)
-    assert curve[int(0.8 * frames):] == pytest.approx(old[int(0.8 * frames):], abs=1e-6)
+    check_curve_stroke(lab)
 
 
 def test_blocking_cell_during_playback_causes_no_silence(play):

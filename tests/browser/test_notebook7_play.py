@@ -17,7 +17,8 @@ import time
 import pytest
 
 from demon_nb.bench import _instrument_page as ui
-from demon_nb.bench._browser import Lab, new_page, notebook_server
+from demon_nb.bench._servers import notebook_server
+from instrument_checks import check_curve_stroke, check_sustained_audio, check_worklet_started, playing
 
 pytestmark = pytest.mark.browser
 
@@ -33,14 +34,8 @@ def notebook7(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def play(notebook7, browser, artifacts):
-    page = new_page(browser, width=1280, height=1700)
-    lab = Lab(notebook7, page, artifacts=artifacts)
-    try:
-        first = ui.open_instrument(lab)
-        yield lab, first
-    finally:
-        page.context.close()
-        notebook7.shutdown_sessions()
+    with playing(notebook7, browser, artifacts) as result:
+        yield result
 
 
 def test_notebook7_is_notebook7_not_lab(play):
@@ -53,29 +48,16 @@ def test_notebook7_is_notebook7_not_lab(play):
 
 def test_notebook7_sustained_audio(play):
     lab, first = play
-    state = lab.eval("""() => { const s = window.__demon_audio.latest;
-        return {ready: s.ready, error: s.error, ctx: s.ctx.state, received: s.patchesReceived, acks: s.acks}; }""")
-    assert state["ready"] and state["error"] == "" and state["ctx"] == "running", state
-    assert state["received"] >= 1 and state["acks"] >= 1, state
+    check_worklet_started(lab)
     assert first["filled"] == 1 and first["patches"] >= 1, first
-    sr = lab.eval("() => window.__demon_audio.latest.sampleRate")
-    # three seconds of playback, sampled every 100 ms: rendering advances, never quiet, no new silence
-    seen = [ui.status(lab)]
-    deadline = time.monotonic() + 30
-    while seen[-1]["rendered"] - seen[0]["rendered"] < 3 * sr and time.monotonic() < deadline:
-        lab.page.wait_for_timeout(100)
-        seen.append(ui.status(lab))
-    before, after = seen[0], seen[-1]
-    assert after["rendered"] - before["rendered"] >= 3 * sr, (before, after)
+    before, after = check_sustained_audio(lab)
     assert after["playhead"] != before["playhead"]
-    assert min(s["rms"] for s in seen) > 0.005, [round(s["rms"], 4) for s in seen]
-    assert max(s["peak"] for s in seen) > 0.02, [round(s["peak"], 4) for s in seen]
-    assert after["silent"] == before["silent"] and after["skips"] == before["skips"], (before, after)
     assert after["patches"] > before["patches"], (before["patches"], after["patches"])   # still streaming
+    received = lab.eval("() => window.__demon_audio.latest.patchesReceived")   # before the kernel is asked
     kernel = lab.kernel_json("{'ready': inst.audio.ready, 'sent': inst.patches_sent, 'completions': inst.runner.completions,"
                              " 'alive': inst.runner.alive, 'model': inst.model.name, 'error': inst.audio.error}")
     assert kernel["ready"] and kernel["alive"] and kernel["error"] == "", kernel
-    assert kernel["sent"] >= state["received"] >= 1 and kernel["completions"] >= 1, (kernel, state)
+    assert kernel["sent"] >= received >= 1 and kernel["completions"] >= 1, (kernel, received)
 
 
 def test_notebook7_slider_moved_with_mouse_reaches_kernel_and_is_heard(play):
@@ -108,30 +90,7 @@ def test_notebook7_slider_moved_with_mouse_reaches_kernel_and_is_heard(play):
 
 def test_notebook7_curve_stroke_drawn_with_mouse_reaches_kernel(play):
     lab, _ = play
-    name = ui.visible_curve(lab)
-    assert name, "no curve editor is shown"
-    expr = (f"{{'curve': __import__('demon_nb.live.controls', fromlist=['x']).as_float_list(inst.get('{name}')),"
-            f" 'lo': inst.curves['{name}'].spec.lo, 'hi': inst.curves['{name}'].spec.hi,"
-            f" 'frames': inst.model.frames, 'errors': inst.curves['{name}'].message.value}}")
-    before = lab.kernel_json(expr)
-    lo, hi, frames = before["lo"], before["hi"], before["frames"]
-    level = 0.2                                       # a fifth of the way up the plot
-    ui.draw_stroke(lab, name, 0.3, 0.7, level)
-    target = lo + level * (hi - lo)
-    deadline = time.monotonic() + 15
-    while True:
-        after = lab.kernel_json(expr)
-        curve = after["curve"]
-        if isinstance(curve, list) or time.monotonic() > deadline:
-            break
-        lab.page.wait_for_timeout(300)
-    assert after["errors"] == "", after["errors"]
-    assert isinstance(curve, list) and len(curve) == frames, (before["curve"], curve)
-    middle = curve[int(0.4 * frames):int(0.6 * frames)]
-    assert all(abs(v - target) < 0.08 * (hi - lo) for v in middle), (target, middle)
-    old = before["curve"] if isinstance(before["curve"], list) else [before["curve"]] * frames
-    assert curve[:int(0.2 * frames)] == pytest.approx(old[:int(0.2 * frames)], abs=1e-6)
-    assert curve[int(0.8 * frames):] == pytest.approx(old[int(0.8 * frames):], abs=1e-6)
+    check_curve_stroke(lab)
     assert ui.status(lab)["rms"] > 0.005          # still playing after the stroke
 
 

@@ -146,7 +146,7 @@ class MiniDenoiser:
         eagerly (``backend`` says so); without one, on the backend it had."""
         if active and not self.backend.endswith("(LoRA active)"):
             self._accelerated = (self.forward, self.backend)
-            self.forward, self.backend = self.net, f"eager (LoRA active)"
+            self.forward, self.backend = self.net, "eager (LoRA active)"
         elif not active and self.backend.endswith("(LoRA active)"):
             self.forward, self.backend = self._accelerated
 

@@ -124,9 +124,9 @@ def test_panel_tags_every_control_with_its_class_and_needs(runner):
     for name, row in panel.rows.items():
         assert row.children[0] is panel.widgets[name]
         assert f">{CONTROLS[name].klass}<" in row.children[1].value
-        if CONTROLS[name].needs:
-            assert NEEDS[CONTROLS[name].needs] in row.children[1].value
-    assert "needs a source" in panel.rows["source_blend"].children[1].value
+        need = CONTROLS[name].needs
+        assert (NEEDS[need] in panel.notes[name].value) if need else panel.notes[name].value == ""
+    assert "needs a source" in panel.notes["source_blend"].value
 
 
 def test_panel_shows_bad_typed_values_and_clears_them(runner):

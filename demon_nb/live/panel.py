@@ -45,10 +45,11 @@ def _slider() -> dict:
 
 
 def needs_note(row: Spec) -> str:
-    """A small grey note saying what the control needs to be heard ("" when nothing)."""
+    """A small grey line under the control saying what it needs to be heard ("" when nothing)."""
     if row.needs is None:
         return ""
-    return f' <span class="demon-needs" style="font-size:10px;color:#777">{html.escape(NEEDS[row.needs])}</span>'
+    return (f'<div class="demon-needs" style="font-size:10px;color:#777;margin:-4px 0 4px 126px;line-height:12px">'
+            f'{html.escape(NEEDS[row.needs])}</div>')
 
 
 def class_tag(klass: str) -> str:
@@ -89,6 +90,7 @@ class ControlsPanel:
         self.widgets: dict[str, W.Widget] = {}
         self._reflecting: set[str] = set()
         self.rows: dict[str, W.HBox] = {}
+        self.notes: dict[str, W.HTML] = {}  # what each control needs to be heard (empty when nothing)
         basic = [self._row(name) for name in BASIC]
         children = [W.VBox([self._row(n) for n in names]) for _, names in SECTIONS]
         titles = tuple(title for title, _ in SECTIONS)
@@ -101,13 +103,14 @@ class ControlsPanel:
         self.widget = W.VBox([title, *basic, sections, self.message], layout=W.Layout(width="450px", flex="0 0 auto"))
         self.widget.add_class("demon-controls")
 
-    def _row(self, name: str) -> W.HBox:
+    def _row(self, name: str) -> W.Widget:
+        """The control and its class tag on one line; what it needs, if anything, in grey below."""
         row = CONTROLS[name]
         widget, convert = self._make(row)
         self._add(name, widget, convert)
-        tag = W.HTML(class_tag(row.klass) + needs_note(row), layout=W.Layout(max_width="110px"))
-        self.rows[name] = W.HBox([widget, tag], layout=W.Layout(align_items="center"))
-        return self.rows[name]
+        self.rows[name] = W.HBox([widget, W.HTML(class_tag(row.klass))], layout=W.Layout(align_items="center"))
+        self.notes[name] = W.HTML(needs_note(row))
+        return W.VBox([self.rows[name], self.notes[name]]) if row.needs else self.rows[name]
 
     def _tone(self, groups: dict[str, tuple[int, int]], channels: int) -> W.VBox:
         """One slider per named channel group; together they write ``channel_gain`` (a [C] vector)."""

@@ -23,7 +23,7 @@ export default {
     try {
       access = await navigator.requestMIDIAccess();
     } catch (err) {
-      tell({ available: false, error: `MIDI permission denied (${err && err.name ? err.name : err}): on-screen controls only` });
+      tell({ available: false, error: `permission denied (${err && err.name ? err.name : err}): on-screen controls only` });
       return;
     }
     const attach = () => {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from demon_nb.live import instrument as instrument_module
 from demon_nb.live import source_picker as sp
 from demon_nb.live.instrument import Instrument, make_instrument
 from demon_nb.models.tone import ToneCodec, playable
-from demon_nb.live.views import LatencyTracker, quantize
+from demon_nb.live.views import CpuMeter, LatencyTracker, Refresher, quantize
 from demon_nb import lab
 from demon_nb.models import load
 from helpers import FailingDenoiser, wait_until
@@ -86,13 +87,19 @@ def test_presets_and_reset_write_through(inst):
     assert torch.all(inst.runner.ring.state.get("guidance_scale") == 1.0)
 
 
-def test_patches_wait_for_the_ready_handshake_and_a_reload_resends_the_loop(inst, monkeypatch):
+def test_patches_stream_before_ready_rotating_through_the_loop_and_a_ready_resends_it(inst, monkeypatch):
     sent = []
     monkeypatch.setattr(inst.audio, "send_patch", lambda patch: sent.append(patch))
-    assert wait_until(lambda: inst.runner.completions >= 2)
-    assert sent == []                                   # no browser yet: nothing sent
-    simulate_ready(inst)
     loop = inst.runner.player.loop_samples
+    window = inst.runner.player.window_samples
+    # no browser yet (with Run All its ready waits behind queued cells): patches go out anyway,
+    # each the next window of a rotation through the loop, so a page that starts listening
+    # at any moment has sound within one patch
+    assert wait_until(lambda: len({p.start_sample for p in list(sent)}) >= 3)
+    starts = [p.start_sample for p in list(sent) if p.samples < loop]
+    steps = {(b - a) % loop for a, b in zip(starts, starts[1:])}
+    assert steps and all(step >= window - inst.runner.player.hop for step in steps), steps
+    simulate_ready(inst)
     resent = [p for p in sent if p.completion_id == -1]
     assert sum(p.samples for p in resent) == loop       # the whole loop, from the mirror
     before = inst.runner.completions
@@ -343,12 +350,49 @@ def test_transport_is_16_bit_by_default_and_validated(model):
 def test_heavy_views_refresh_at_a_lower_rate(inst):
     assert wait_until(lambda: inst.runner.completions >= 1)
     inst._refresher.stop()
-    shown, moved = [], []
+    shown, moved, ring = [], [], []
     inst.latent_view.show = lambda latent, completion: shown.append(completion)
     inst.curves.set_playhead = lambda frame: moved.append(frame)
+    inst.ring_view.update = lambda *args: ring.append(args)
     for _ in range(3 * instrument_module.HEAVY_VIEWS_EVERY):
         inst.refresh()
-    assert len(moved) == 3 * instrument_module.HEAVY_VIEWS_EVERY and len(shown) == 3
+    assert len(ring) == 3 * instrument_module.HEAVY_VIEWS_EVERY and len(moved) == 3 and len(shown) == 3
+    # the heatmap's playhead moves in the page, from the audio widget: the kernel sends none
+    assert (inst.latent_view.audio, inst.latent_view.hop) == (inst.audio._uid, inst.model.codec.hop)
+    assert inst.latent_view.playhead == 0.0
+
+
+def test_a_hidden_latent_view_is_sent_nothing(inst):
+    view = inst.latent_view
+    view._on_page_msg(view, {"type": "visible", "visible": False}, [])
+    before = view.completion
+    view.show(torch.zeros(FRAMES, CHANNELS), before + 5)
+    assert view.completion == before
+    view._on_page_msg(view, {"type": "visible", "visible": True}, [])
+    view.show(torch.zeros(FRAMES, CHANNELS), before + 5)
+    assert view.completion == before + 5
+
+
+def test_views_slow_down_when_the_cpu_has_no_headroom():
+    refresher = Refresher(lambda: None, hz=10.0, min_hz=2.0)
+    rates = [refresher.adapt(0.05) for _ in range(6)]
+    assert rates == sorted(rates, reverse=True) and rates[-1] == 2.0       # floor
+    assert refresher.adapt(0.25) == 2.0                                      # between LOW and HIGH: held
+    rates = [refresher.adapt(0.8) for _ in range(12)]
+    assert rates[-1] == 10.0 and rates == sorted(rates)                     # back up to the set rate
+    assert refresher.adapt(None) == 10.0
+    with pytest.raises(ValueError, match="min_hz"):
+        Refresher(lambda: None, hz=5.0, min_hz=6.0)
+
+
+def test_cpu_meter_reads_a_share_of_idle_time():
+    meter = CpuMeter()
+    assert meter.headroom is None
+    sum(i * i for i in range(200_000))
+    value = meter.read()
+    assert value is None or 0.0 <= value <= 1.0
+    time.sleep(0.05)
+    assert 0.0 <= meter.read() <= 1.0
 
 
 def test_instrument_sets_the_kernel_threads(model):

@@ -205,3 +205,32 @@ def test_mirror_first_fill_has_no_fade_from_silence():
 
 
 # --- AudioOut, kernel side (no browser: messages are captured) -----------------
+
+
+def test_before_the_first_report_windows_rotate_through_the_loop():
+    p = Player(loop_samples=LOOP, hop=HOP, sample_rate=1000, window_s=1.0, fade_ms=0)
+    first = p.plan()
+    assert first.b - first.a == LOOP // HOP                    # the mirror is empty: the whole loop
+    p.make_patch(first, np.zeros((2, LOOP), np.float32), {}, 1)
+    windows = [p.plan() for _ in range(6)]
+    assert [(w.a, w.b) for w in windows[:5]] == [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50)]
+    assert (windows[5].a, windows[5].b) == (0, 10)             # around again
+    p.report(2000, playing=True, now=0.0)                      # the browser speaks: ahead of its playhead
+    ahead = p.plan(now=0.0)                                    # sample 2000 + lead 250: frame 22, 50 in
+    assert (ahead.a, ahead.skip) == (22, 50)
+
+
+def test_patch_budget_skips_only_unchanged_completions_sent_recently():
+    p = Player(loop_samples=LOOP, hop=HOP, sample_rate=1000, window_s=1.0, patch_interval_s=0.2)
+    v = {"state": 1, "submission": 0}
+    assert p.due(v, now=0.0)                                   # nothing patched yet
+    p.make_patch(0, np.zeros((2, 100), np.float32), v, 1)
+    sent = p._last_patch[0]
+    assert not p.due(dict(v), now=sent + 0.05) and p.skipped_patches == 1
+    assert p.due({"state": 2, "submission": 0}, now=sent + 0.05)   # a control change is never held back
+    assert p.due(dict(v), now=sent + 0.2)                       # the interval has passed
+    with pytest.raises(ValueError, match="patch_interval_s"):
+        Player(loop_samples=LOOP, hop=HOP, sample_rate=1000, window_s=0.5, patch_interval_s=0.5)
+    always = Player(loop_samples=LOOP, hop=HOP, sample_rate=1000, patch_interval_s=0.0)
+    always.make_patch(0, np.zeros((2, 100), np.float32), v, 1)
+    assert always.due(dict(v)) and always.skipped_patches == 0

@@ -15,10 +15,25 @@
 //   patch whose buffer is missing is dropped (counted) unless buffers are known
 //   to work.
 // Browser -> kernel: {type: "ready", probe: true}, {type: "ack", id} per applied patch,
-//   {type: "status", ...} about 10 times a second (playhead, fill, silent
-//   samples, rms/peak, heard versions with the epoch time they were heard).
+//   {type: "status", ...} (playhead, fill, silent samples, rms/peak, heard versions
+//   with the epoch time they were heard) when a heard version or the play state
+//   changed, else at most every REPORT_MS: the worklet reports 10 times a second
+//   in the page (views, tests), the kernel only needs what changed and a playhead
+//   now and then (it extrapolates between reports).
+// Patches may arrive before "ready" (the kernel streams from the start; its ready
+//   handler can wait behind queued cells): they are applied as soon as the worklet runs.
 // For tests the state of every model is on window.__demon_audio; its
 // `readLoop()` resolves to a copy of the worklet's loop ({data, filled}).
+
+const REPORT_MS = 500;
+
+// Did anything the kernel acts on change between two worklet reports?
+function changed(prev, next) {
+  if (!prev || prev.playing !== next.playing) return true;
+  const a = prev.heard || {}, b = next.heard || {};
+  const keys = Object.keys(b);
+  return keys.length !== Object.keys(a).length || keys.some((k) => a[k] !== b[k]);
+}
 
 function registry() {
   window.__demon_audio ??= { models: {}, latest: null };
@@ -92,6 +107,7 @@ function initialize({ model, signal }) {
   };
   const post = (msg, transfer) => (node ? node.port.postMessage(msg, transfer || []) : pending.push([msg, transfer]));
   const reads = [];                                     // readLoop() promises (tests)
+  let sent = null, sentAt = 0;                           // the last status sent to the kernel
   state.readLoop = () => new Promise((resolve) => { reads.push(resolve); post({ type: "read" }); });
 
   const onWorklet = (e) => {
@@ -107,7 +123,12 @@ function initialize({ model, signal }) {
       }
       const status = { ...m, heard, heard_ctx: heardCtx, heard_at: heardAt, state: ctx.state, epoch: Date.now() / 1000 };
       state.status = status;
-      model.send({ type: "status", ...status });
+      const now = performance.now();
+      if (changed(sent, status) || now - sentAt >= REPORT_MS) {
+        model.send({ type: "status", ...status });
+        sent = status; sentAt = now;
+        state.reportsSent = (state.reportsSent || 0) + 1;
+      }
       notify();
     }
   };
@@ -219,18 +240,23 @@ function render({ model, el }) {
     model.save_changes();
   });
   let last = 0;
+  // What a listener needs: playing or not, where in the loop, and only what went wrong.
   const show = (state) => {
     const now = performance.now();
-    if (now - last < 100) return;                      // views refresh at <= 10 Hz
+    if (now - last < 250) return;                      // the line refreshes at <= 4 Hz
     last = now;
     const s = state.status;
     const sr = state.sampleRate;
+    const loop = (model.get("loop_samples") / sr).toFixed(1);
     if (state.error) info.textContent = `error: ${state.error}`;
     else if (state.ctx.state === "suspended" && model.get("playing")) info.textContent = "click anywhere to start the sound";
-    else if (!s) info.textContent = `${state.ctx.state} · waiting for audio`;
+    else if (!s || s.filled === 0) info.textContent = model.get("playing") ? "starting…" : "paused";
     else {
-      info.textContent = `${state.ctx.state} · ${(s.playhead / sr).toFixed(2)} s / ${(model.get("loop_samples") / sr).toFixed(1)} s`
-        + ` · filled ${(100 * s.filled).toFixed(0)}% · rms ${s.rms.toFixed(3)} · silent ${s.silent} · patches ${s.patches}`;
+      const where = `${(s.playhead / sr).toFixed(1)} s / ${loop} s`;
+      const parts = [s.playing ? "playing" : "paused", where];
+      if (s.filled < 0.999) parts.push(`loading ${(100 * s.filled).toFixed(0)}%`);
+      if (s.gaps > 0) parts.push(`audio glitches ${(s.gaps / sr).toFixed(2)} s`);
+      info.textContent = parts.join(" · ");
     }
   };
   model.on("change:playing", sync);

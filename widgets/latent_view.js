@@ -1,6 +1,9 @@
 // Latent view (anywidget): heatmap of the newest completion's latent [T, C] with the playhead.
 // `data` arrives as a binary buffer: uint8, frame-major (T rows of C values), mapped to [lo, hi].
 // x = frame, y = channel (0 at the bottom); blue < 0 < red.
+// The playhead is drawn from the audio widget in the same page (`audio` = its uid, `hop` =
+// samples per frame): no kernel message moves it. The view tells the kernel whether it is on
+// screen ({type: "visible", visible}), so a hidden view is not sent new latents.
 
 function bytesOf(data) {
   if (!data) return new Uint8Array(0);
@@ -43,7 +46,13 @@ function render({ model, el }) {
   canvas.className = "demon-latent-view";
   canvas.style.width = "100%"; canvas.style.height = "160px";
   el.appendChild(canvas);
-  let image = null, pending = false;
+  let image = null, pending = false, visible = true;
+  const audioState = () => window.__demon_audio?.models?.[model.get("audio")];
+  const playheadFrame = () => {
+    const s = audioState()?.status;
+    const hop = model.get("hop");
+    return s && hop > 0 ? s.playhead / hop : model.get("playhead");
+  };
   const draw = () => {
     const w = canvas.clientWidth || 520, h = canvas.clientHeight || 160;
     const dpr = window.devicePixelRatio || 1;
@@ -58,22 +67,32 @@ function render({ model, el }) {
     g.imageSmoothingEnabled = false;
     g.drawImage(image, 0, 0, w, h - 14);
     const T = model.get("frames");
-    const x = (model.get("playhead") / Math.max(1, T)) * w;
+    const x = (playheadFrame() / Math.max(1, T)) * w;
     g.strokeStyle = "#111"; g.lineWidth = 2;
     g.beginPath(); g.moveTo(x, 0); g.lineTo(x, h - 14); g.stroke();
     g.fillStyle = "#333"; g.font = "11px monospace";
     g.fillText(`completion ${model.get("completion")} · ${T} frames × ${model.get("channels")} ch · ±${model.get("hi").toFixed(2)}`, 4, h - 3);
   };
   const redraw = () => {
-    if (pending) return;
+    if (pending || !visible) return;
     pending = true;
     requestAnimationFrame(() => { pending = false; draw(); });
   };
   const onData = () => { image = paint(model); redraw(); };
   model.on("change:data", onData);
   model.on("change:playhead", redraw);
+  const audio = audioState();
+  audio?.listeners.add(redraw);                        // the worklet's reports, ~10 Hz, in the page
+  const observer = new IntersectionObserver((entries) => {
+    const now = entries[entries.length - 1].isIntersecting;
+    if (now !== visible) { visible = now; model.send({ type: "visible", visible }); if (visible) redraw(); }
+  });
+  observer.observe(canvas);
   onData();
-  return () => { model.off("change:data", onData); model.off("change:playhead", redraw); };
+  return () => {
+    model.off("change:data", onData); model.off("change:playhead", redraw);
+    audio?.listeners.delete(redraw); observer.disconnect();
+  };
 }
 
 export default { render };

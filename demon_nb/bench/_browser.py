@@ -267,9 +267,17 @@ class Lab:
         self.wait_for("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=timeout)
 
     def run_all(self, timeout: float = 120) -> None:
+        """Run every cell; an error in a cell (Run All stops there) raises at once with its text."""
         self.command("notebook:run-all-cells")
-        self.wait_for("""() => window.jupyterapp.shell.currentWidget.content.widgets.every(
-            c => c.model.type !== 'code' || c.model.executionCount !== null)""", timeout=timeout)
+        outcome = self.wait_for("""() => { const cells = window.jupyterapp.shell.currentWidget.content.widgets
+                .filter(c => c.model.type === 'code');
+            for (const c of cells) {
+                const error = c.model.outputs.toJSON().find(o => o.output_type === 'error');
+                if (error) return `${error.ename}: ${error.evalue}`;
+            }
+            return cells.every(c => c.model.executionCount !== null) ? 'done' : null; }""", timeout=timeout)
+        if outcome != "done":
+            raise RuntimeError(f"a notebook cell failed: {outcome}")
         self.kernel_idle(timeout)
 
     def run_new_cell(self, code: str, wait: bool = True, timeout: float = 60) -> int:

@@ -16,7 +16,8 @@ from ._browser import Lab
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "01_play.ipynb"
 
-STATUS_JS = "() => window.__demon_audio?.latest?.status ?? null"
+STATUS_JS = """() => { const a = window.__demon_audio?.latest;
+    return a?.status ? {...a.status, reports_sent: a.reportsSent || 0} : null; }"""
 DESCRIBE_JS = """() => { const a = window.__demon_audio; const s = a?.latest;
     const cells = window.jupyterapp.shell.currentWidget.content.widgets
         .filter(c => c.model.type === 'code').map(c => c.model.outputs.toJSON());

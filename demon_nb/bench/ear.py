@@ -25,6 +25,15 @@ sent with the version: waiting for the tick, the tick(s), decode) and ``to_ear``
 (patch -> heard: transport plus the lead ahead of the playhead). ``silent_samples``:
 samples the worklet played as silence during the measurement (startup excluded; the
 startup count is ``silent_samples_startup``). All processes are stopped at the end.
+
+Machine-normalized figures: before the browser opens, the same process runs the instrument's
+runtime headless for a few seconds (mini, depth 4, 8 steps, one torch/ONNX thread, as the
+kernel does) and reports its tick p50 as ``headless_tick_ms_p50`` (h); ``tick_ratio`` is the
+kernel's tick during the browser run over h. ``cpu`` is where the CPU went during the trials
+(cores per process group and per kernel thread, ``kernel_cpu_share``: the kernel's share of
+all the CPU the run's processes used) and ``goals`` checks the responsiveness goals, each
+scaled by h (step p50 <= 60 + 3h ms, p95 <= 100 + 4h, submission p50 <= 100 + (S + 2)h,
+browser-run tick <= 1.5h, start-up silence <= 24,000 samples).
 """
 
 from __future__ import annotations
@@ -44,12 +53,14 @@ from . import bench_parser
 import contextlib
 
 from ._browser import Lab, RemoteServer, chromium, lab_server, missing_reason, new_page
+from ._cpu import CpuProfile
 
 STEP = ("velocity_scale", "state")
 SUBMISSION = {"prompt_blend": ("prompt_blend", "submission"), "shift": ("shift", "submission")}
 PROMPT_B = "bright staccato bells, fast arpeggios"
 POSITIONS = (0.3, 0.7)          # slider track fractions clicked in turn (each click changes the value)
 
+THREADS_CELL = "{t.native_id: t.name for t in __import__('threading').enumerate()}"
 LOGGER_CELL = """\
 import time as _ear_time
 _ear_log = {"writes": [], "patches": []}
@@ -125,8 +136,39 @@ def run_trials(lab: Lab, name: str, key: str, trials: int, timeout_s: float, rng
     return unheard
 
 
+def headless_tick_ms(seconds: float = 6.0) -> float:
+    """h: the tick p50 of the instrument's runtime headless (mini, depth 4, 8 steps), with one
+    torch and one ONNX Runtime thread like the kernel (``demon_nb.instrument(threads=1)``)."""
+    import torch
+
+    from ..models import load
+    from .stream import run_stream
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return float(run_stream(load("mini"), seconds, depth=4)["tick_ms_p50"])
+    finally:
+        torch.set_num_threads(previous)
+
+
+def goals(result: dict, h: float, steps: int) -> dict:
+    """Each responsiveness goal with its bound (ms, samples or ratio, scaled by h) and whether it is met."""
+    def check(value, bound):
+        return {"value": value, "bound": round(bound, 1), "met": value is not None and value <= bound}
+
+    return {
+        "step_p50_ms": check(result["step"].get("p50_ms"), 60 + 3 * h),
+        "step_p95_ms": check(result["step"].get("p95_ms"), 100 + 4 * h),
+        "submission_p50_ms": check(result["submission"].get("p50_ms"), 100 + (steps + 2) * h),
+        "tick_ratio": check(result["tick_ratio"], 1.5),
+        "silent_samples_startup": check(result["silent_samples_startup"], 24_000),
+    }
+
+
 def measure(args) -> dict:
     rng = random.Random(args.seed)
+    h = headless_tick_ms() if not args.server else None
     controls = {"step": STEP, "submission": SUBMISSION[args.submission_control]}
     with contextlib.ExitStack() as stack:
         if args.server:  # a running server, e.g. a GPU machine's: latency over a real network link
@@ -136,6 +178,7 @@ def measure(args) -> dict:
         browser = stack.enter_context(chromium())
         page = new_page(browser, width=1280, height=1400)
         lab = Lab(server, page)
+        profile = CpuProfile(server.proc.pid) if server.proc is not None else None
         startup = ui.open_instrument(lab, Path(args.notebook), run_timeout=args.timeout)
         if controls["submission"][0] == "prompt_blend":
             ui.type_text(lab, "prompt_b", PROMPT_B)
@@ -145,15 +188,21 @@ def measure(args) -> dict:
         ui.install_recorder(lab, [name for name, _ in controls.values()])
         for name, _ in controls.values():
             ui.slider_track(lab, name)                      # scrolled into view, present
+        threads = lab.kernel_json(THREADS_CELL)
+        if profile is not None:
+            profile.start()
         start = ui.status(lab)
         unheard = {klass: run_trials(lab, name, key, args.trials, args.trial_timeout, rng)
                    for klass, (name, key) in controls.items()}
         end = ui.status(lab)
+        if profile is not None:
+            profile.stop()
         latency = lab.eval("() => { const c = window.__demon_audio.latest.ctx; "
                            "return 1000 * ((c.baseLatency || 0) + (c.outputLatency || 0)); }")
         rec = lab.eval("() => window.__ear")
         log = lab.kernel_json("{'writes': _ear_log['writes'], 'patches': _ear_log['patches'], 'model': inst.model.name,"
-                              " 'metrics': {k: v for k, v in inst.runner.metrics().items() if k != 'warning'}}")
+                              " 'metrics': {k: v for k, v in inst.metrics().items() if k != 'warning'},"
+                              " 'view_hz': inst._refresher.hz}")
         if args.screenshot:
             page.locator(".demon-instrument").first.screenshot(path=args.screenshot)
         page.context.close()
@@ -177,7 +226,18 @@ def measure(args) -> dict:
         "lead_ms": round(metrics["lead_ms"], 1), "depth": metrics["depth"], "steps": metrics["steps"],
         "startup_rms": round(float(startup["rms"]), 4),
         "audio_output_latency_ms": round(float(latency), 1),
+        "patches_sent": metrics["patches_sent"], "patches_skipped": metrics["patches_skipped"],
+        "view_hz_end": round(float(log["view_hz"]), 1), "status_reports_per_s": None,
+        "headless_tick_ms_p50": h,
+        "tick_ratio": round(metrics["tick_ms"] / h, 2) if h else None,
     }
+    if profile is not None:
+        cpu = profile.report(threads)
+        result["status_reports_per_s"] = round((end["reports_sent"] - start["reports_sent"]) / cpu["wall_s"], 2)
+        result["kernel_cpu_share"] = cpu["kernel_cpu_share"]
+        result["cpu"] = cpu
+    if h:
+        result["goals"] = goals(result, h, int(metrics["steps"]))
     return result
 
 

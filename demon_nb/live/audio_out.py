@@ -86,6 +86,7 @@ class AudioOut(anywidget.AnyWidget):
     heard_versions = t.Dict()
     heard_at = t.Dict()                 # name -> epoch s the first sample reached the speakers
     heard_ctx_time = t.Dict()           # name -> AudioContext time of that sample
+    sounding_since = t.Float(None, allow_none=True)  # epoch s of the first report with sound in the loop
     error = t.Unicode("")
     transport_encoding = t.Unicode("auto")  # as constructed: "auto" | "binary" | "base64"
     encoding = t.Unicode("pending")         # in use: "binary" | "base64" | "pending" (auto, probe unanswered)
@@ -123,7 +124,9 @@ class AudioOut(anywidget.AnyWidget):
 
     # --- kernel -> browser -------------------------------------------------
     def send_patch(self, patch: Patch) -> None:
-        """Send ``patch`` (thread-safe). Raises ValueError on a shape mismatch."""
+        """Send ``patch`` (thread-safe). Raises ValueError on a shape mismatch. Sending before
+        the first ready is allowed: a front end that is already listening plays it (one whose
+        kernel is busy with queued cells says ready late), one that is not drops it."""
         if not isinstance(patch, Patch):
             raise ValueError(f"patch must be a Patch, got {type(patch).__name__}")
         channels, samples = patch.pcm.shape
@@ -148,7 +151,8 @@ class AudioOut(anywidget.AnyWidget):
             self.send({**content, "b64": base64.b64encode(payload).decode("ascii")})
             return
         self.send(content, [payload])
-        if self._mode == "pending":         # kept for a base64 resend; at most 2 loops of samples
+        if self._mode == "pending" and self.ready:  # kept for a base64 resend; at most 2 loops of samples
+            # (before the first ready nothing is kept: the first ready resends the whole loop anyway)
             self._kept.append((content, payload))
             while sum(c["samples"] for c, _ in self._kept) > 2 * self.loop_samples:
                 self._kept.pop(0)
@@ -252,6 +256,8 @@ class AudioOut(anywidget.AnyWidget):
             self.rms = float(s.get("rms", 0.0))
             self.peak = float(s.get("peak", 0.0))
             self.patches_applied = int(s.get("patches", 0))
+            if self.sounding_since is None and self.fill > 0:
+                self.sounding_since = float(s.get("epoch", time.time()))
             if s.get("heard") != self.heard_versions:
                 self.heard_versions = dict(s.get("heard", {}))
                 self.heard_at = dict(s.get("heard_at", {}))

@@ -38,6 +38,7 @@ class Controls:
         self._lock = threading.Lock()
         self.version = 0  # submission version, stamped on every request
         self.gain = CONTROLS["gain"].default
+        self.decode_version = 0  # bumped by every decode-class write (patch versions key "decode")
         self._values: dict[str, Any] = {name: CONTROLS[name].default for name in SUBMISSION}
         self._values.update(prompt_a=prompt, seed=seed, cfg_mode=cfg_mode, shift=shift, steps=ring.steps)
         self._births = 0
@@ -49,7 +50,8 @@ class Controls:
     def set(self, name: str, value: Any) -> int:
         """Validate at once (ValueError naming the control and what is allowed), route the value
         to its class and return the version it will be heard under: the shared-state version
-        for step and structure writes, the submission version for submission and decode writes."""
+        for step and structure writes, the submission version for submission writes, the
+        decode version for decode writes."""
         klass = spec(name).klass
         if klass == "step":
             return self.ring.state.set(name, value)
@@ -57,8 +59,11 @@ class Controls:
             self.ring.set_depth(validate(name, value, self.ring.frames, self.ring.channels))
             return self.ring.state.version
         if klass == "decode":
-            self.gain = validate(name, value, self.ring.frames, self.ring.channels)
-            return self.version
+            gain = validate(name, value, self.ring.frames, self.ring.channels)
+            with self._lock:
+                self.gain = gain
+                self.decode_version += 1
+                return self.decode_version
         return self.update(**{name: value})
 
     def update(self, **values: Any) -> int:

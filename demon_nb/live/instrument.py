@@ -5,9 +5,10 @@
     latent = inst.wait_completion().latent
     inst.close()                          # stops both threads, closes the widgets
 
-Patches go from the runner (tick thread) to ``AudioOut.send_patch`` only after
-the browser's ready handshake; the first ready sends the whole loop rendered so
-far from the player's mirror (``AudioOut.attach`` does the same after a reload). Views refresh on their own
+Patches go from the runner (tick thread) to ``AudioOut.send_patch`` from the start
+(a front end already listening plays them even while queued cells hold back its
+ready message); the first ready resends the whole loop rendered so far from the
+player's mirror (``AudioOut.attach`` does the same after a reload). Views refresh on their own
 thread at about 10 Hz, never on the tick thread.
 """
 
@@ -39,9 +40,9 @@ from .recorder import Recorder
 from .runner import Runner, TickError
 from .source_picker import SourcePicker
 from .take import Take
-from .views import LatencyTracker, LatentView, MetricsView, Refresher, RingView
+from .views import CpuMeter, LatencyTracker, LatentView, MetricsView, Refresher, RingView
 
-VERSION_KEYS = {"step": "state", "submission": "submission"}  # control class -> patch version key
+VERSION_KEYS = {"step": "state", "submission": "submission", "decode": "decode"}  # control class -> patch version key
 
 
 def _close_tree(widget: Any, seen: set[int] | None = None) -> None:
@@ -65,6 +66,7 @@ def _stop_at_exit(ref) -> None:
 
 
 HEAVY_VIEWS_EVERY = 3  # latent heatmap + metrics at a third of the refresh rate
+FIRST_PATCH_WAIT_S = 3.0  # the most the constructor waits for the first patch before building the rest
 
 
 class Instrument:
@@ -94,31 +96,38 @@ class Instrument:
                               transport_encoding=transport_encoding)
         self.audio.attach(self.runner.player)
         self.latency = LatencyTracker()
+        self.patches_sent = 0
+        self.resends = 0
+        self.closed = False
+        self._ready = False
+        self._send_lock = threading.Lock()
+        self._take: Take | None = None
+        self.runner.on_patch(self._on_patch)
+        if autostart:
+            # Sound first: the page handles messages in order, so the first patch goes out before
+            # the comm messages of the heavier widgets below (curves, views), not after them.
+            self.runner.start()
+            self.runner.wait_patch(timeout=FIRST_PATCH_WAIT_S)
         self.panel = ControlsPanel(self.runner, self.set)
         self.curves = CurveEditors(self.model.frames, self.set)
         self.sources = SourcePicker(self.model, self.set, microphone=microphone)
-        self.ring_view, self.latent_view, self.metrics_view = RingView(), LatentView(), MetricsView()
+        self.ring_view, self.metrics_view = RingView(), MetricsView()
+        self.latent_view = LatentView(audio=self.audio._uid, hop=codec.hop)   # its playhead moves in the page
+        self.cpu = CpuMeter()
         self.status = W.HTML(self._status_html())
         self.status.add_class("demon-status")
-        self.patches_sent = 0
-        self.resends = 0
-        self._ready = False
-        self._send_lock = threading.Lock()
         self._last_error: TickError | None = None
-        self._take: Take | None = None
         self.midi = MidiMap(self.set, self.get, actions={"new_seed": self._new_seed, "pause": self._toggle_pause,
                                                          "record": self._toggle_record})
         self.midi_in = MidiIn(self.midi)
         self.runner.before_tick(self.midi.flush)
         self.audio.on_ready(self._on_ready)
         self.audio.on_status(self._on_status)
-        self.runner.on_patch(self._on_patch)
         self.runner.on_error(self._on_error)
         Refresher(self.refresh, refresh_hz)  # validates refresh_hz now
         self._refresh_hz = refresh_hz
         self._refreshes = 0
         self._refresher: Refresher | None = None
-        self.closed = False
         self.widget = self._layout()
         atexit.register(_stop_at_exit, weakref.ref(self))  # no torch call in flight at interpreter exit
         if autostart:
@@ -152,7 +161,7 @@ class Instrument:
             raise ValueError("instrument: closed; build a new one with demon_nb.instrument()")
         self.runner.start()
         if self._refresher is None or not self._refresher.alive:
-            self._refresher = Refresher(self.refresh, self._refresh_hz).start()
+            self._refresher = Refresher(self.refresh, self._refresh_hz, headroom=self.cpu.read).start()
         return self
 
     def stop(self) -> None:
@@ -270,17 +279,21 @@ class Instrument:
 
     # -- audio path ---------------------------------------------------------------------------
     def _on_patch(self, patch) -> None:
+        """Every patch goes out at once, also before the first ready: with Run All, the ready
+        message waits behind the queued cells, but the front end plays whatever arrives after it
+        has started (before the first report the player rotates its windows through the loop)."""
         take = self._take
         if take is not None and self.runner.last_completion is not None:
             take.on_completion(self.runner.last_completion.latent)
         with self._send_lock:
-            if self._ready and not self.closed:
+            if not self.closed:
                 self.audio.send_patch(patch)
                 self.patches_sent += 1
 
     def _on_ready(self, _sample_rate: int) -> None:
-        """First ready: send the whole loop rendered so far, then stream patches. After a page
-        reload (a later ready) ``AudioOut.attach`` resends the loop from the player's mirror."""
+        """First ready: send the whole loop rendered so far (what was sent before may have
+        been missed), then stream patches. After a page reload (a later ready)
+        ``AudioOut.attach`` resends the loop from the player's mirror."""
         with self._send_lock:
             self._ready = True
             if getattr(self.audio, "ready_events", 1) > 1:
@@ -306,28 +319,44 @@ class Instrument:
         return "<br>".join(parts)
 
     def refresh(self) -> None:
-        """Copy the live state into the views (called at ~10 Hz by the view thread). Playheads and
-        the ring move at every call; the latent heatmap and the metrics, which cost the page a
-        redraw, at every ``HEAVY_VIEWS_EVERY``-th call: the page shares the kernel's cores."""
+        """Copy the live state into the views (the view thread; its rate adapts to the CPU
+        headroom, see ``Refresher``). The ring moves at every call; the curves' playhead, the
+        latent heatmap and the metrics, which cost the page a redraw, at every
+        ``HEAVY_VIEWS_EVERY``-th call. The heatmap's playhead moves in the page."""
         runner = self.runner
-        frame = runner.player.playhead() / self.model.codec.hop
         self.ring_view.update(runner.ring.slots_view(), runner.ring.tick_count, runner.completions)
-        self.latent_view.set_playhead(frame)
-        self.curves.set_playhead(frame)
         self._refreshes += 1
         if self._refreshes % HEAVY_VIEWS_EVERY != 1:
             return
+        self.curves.set_playhead(runner.player.playhead() / self.model.codec.hop)
         completion = runner.last_completion
         if completion is not None:
             self.latent_view.show(completion.latent, runner.completions)
-        metrics = runner.metrics()
-        metrics["control_to_ear_s"] = self.latency.heard(self.audio.heard_versions, self.audio.heard_at)
-        metrics["audio"] = (f"{self.patches_sent} patches sent, buffer {self.audio.fill:.0%}, "
-                            f"silent {self.audio.silent_samples}" if self._ready else "waiting for the browser")
-        self.metrics_view.update(metrics)
+        self.metrics_view.update(self.metrics())
         status = self._status_html()
         if status != self.status.value:
             self.status.value = status
+
+    def metrics(self) -> dict:
+        """The runner's metrics plus what the listener experiences: ``audio`` (playing, loading,
+        waiting for the browser), ``control_to_ear_s`` (per version key, from the write to the
+        first sample heard; time before the audio reached the page is not counted) and
+        ``cpu_headroom`` (the machine's idle CPU share, None before the first reading)."""
+        metrics = self.runner.metrics()
+        audio = self.audio
+        metrics["control_to_ear_s"] = self.latency.heard(audio.heard_versions, audio.heard_at, since=audio.sounding_since)
+        if not audio.ready:
+            state = "waiting for the browser"
+        elif not audio.playing or self.runner.paused:
+            state = "paused"
+        elif audio.fill < 0.999:
+            state = f"loading {audio.fill:.0%}"
+        else:
+            state = "playing"
+        metrics["audio"] = state
+        metrics["cpu_headroom"] = self.cpu.headroom
+        metrics["patches_sent"], metrics["patches_skipped"] = self.patches_sent, self.runner.player.skipped_patches
+        return metrics
 
 
 def make_instrument(model: str | Model = "mini", *, checkpoints=None, display: bool = True,

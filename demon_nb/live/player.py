@@ -22,6 +22,7 @@ import numpy as np
 SAMPLE_RATE = 48_000
 CHANNELS = 2
 DEFAULT_WINDOW_S = 0.5  # audio decoded per completion, ahead of the playhead (one place for the default)
+DEFAULT_PATCH_INTERVAL_S = 0.15  # with unchanged controls, at most one patch per this many seconds
 
 
 def _positive_int(name: str, value, allow_zero: bool = False) -> int:
@@ -271,17 +272,26 @@ class Window(tuple):
 class Player:
     """Plans windows, builds clean patches and mirrors the loop.
 
-    The runner (tick thread, the owner) calls ``plan()`` when a completion is ready,
-    decodes frames ``[a, b)`` of the returned :class:`Window`, then
-    ``make_patch(window, pcm, versions, id, decode_s)``. The comm thread calls
+    The runner (tick thread, the owner) asks ``due(versions)`` when a completion is ready;
+    if it is, calls ``plan()``, decodes frames ``[a, b)`` of the returned :class:`Window`,
+    then ``make_patch(window, pcm, versions, id, decode_s)``. The comm thread calls
     ``report`` (the browser's playhead: one immutable tuple, swapped atomically) and
     ``acked(id)``; the pending sends and the lead estimator are shared between the two
     under one lock. The mirror locks itself.
+
+    Patch budget: a completion rendered under new control versions is always patched (a
+    change is heard at once); with unchanged controls at most one patch per
+    ``patch_interval_s`` (a newer completion lands before most of a patch would play: only
+    its first ``interval`` seconds are heard, the rest is overwritten), so the bytes the
+    server relays and the page applies stop scaling with the completion rate.
+    Before the browser's first report the playhead is unknown: windows rotate through
+    the loop, so a front end that starts listening at any moment gets sound within one patch.
     """
 
     def __init__(self, loop_samples: int, hop: int, sample_rate: int = SAMPLE_RATE,
                  channels: int = CHANNELS, window_s: float = DEFAULT_WINDOW_S, fade_ms: float = 5.0,
-                 lead: LeadEstimator | None = None, limiter_threshold: float = 0.9):
+                 lead: LeadEstimator | None = None, limiter_threshold: float = 0.9,
+                 patch_interval_s: float = DEFAULT_PATCH_INTERVAL_S):
         self.hop = _positive_int("hop", hop)
         self.loop_samples = _positive_int("loop_samples", loop_samples)
         if self.loop_samples % self.hop:
@@ -290,6 +300,12 @@ class Player:
         if not window_s > 0:
             raise ValueError(f"window_s must be > 0, got {window_s}")
         self.window_samples = int(window_s * sample_rate)
+        if not (math.isfinite(patch_interval_s) and 0.0 <= patch_interval_s < window_s):
+            raise ValueError(f"patch_interval_s must be in [0, window_s={window_s}), got {patch_interval_s}")
+        self.patch_interval_s = float(patch_interval_s)
+        self.skipped_patches = 0    # completions not patched (unchanged controls, a patch sent recently)
+        self._last_patch: tuple[float, dict] | None = None   # (monotonic time, versions) of the last patch
+        self._rotation = 0          # next frame of the rotating windows before the first report
         self.fade = fade_samples(sample_rate, fade_ms)
         self.mirror = LoopMirror(loop_samples, channels, self.fade)
         self.lead = lead or LeadEstimator()
@@ -297,6 +313,7 @@ class Player:
         self.nonfinite = 0          # samples zeroed by sanitize
         self.limited = 0            # samples touched by the limiter
         self._clock = (0, time.monotonic(), False)          # (playhead, reported_at, playing): swapped whole
+        self.reports = 0            # browser reports seen
         self._pending: dict[int, tuple[float, float]] = {}   # id -> (sent_at, decode_s), under _lock
         self._lock = threading.Lock()
 
@@ -307,14 +324,27 @@ class Player:
     def report(self, playhead: int, playing: bool, now: float | None = None) -> None:
         """The browser's playhead (comm thread): one tuple assignment, atomic for readers."""
         self._clock = (int(playhead) % self.loop_samples, time.monotonic() if now is None else now, bool(playing))
+        self.reports += 1
 
     def playhead(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
         playhead, reported_at, playing = self._clock
         return extrapolate_playhead(playhead, reported_at, now, self.sample_rate, self.loop_samples, playing)
 
+    def due(self, versions: dict[str, int], now: float | None = None) -> bool:
+        """Should the completion rendered under ``versions`` be patched? Yes when the versions
+        changed since the last patch, or ``patch_interval_s`` has passed, or no patch was made
+        yet; otherwise it is counted in ``skipped_patches``."""
+        now = time.monotonic() if now is None else now
+        last = self._last_patch
+        if last is None or last[1] != versions or now - last[0] >= self.patch_interval_s:
+            return True
+        self.skipped_patches += 1
+        return False
+
     def plan(self, now: float | None = None) -> Window:
-        """Window ahead of the playhead; the whole loop until the mirror is filled.
+        """Window ahead of the playhead; the whole loop until the mirror is filled; before the
+        browser's first report (playhead unknown) the next window of a rotation through the loop.
 
         A window starts at the frame holding ``playhead + lead``; ``make_patch`` then drops
         the samples before that point, so a patch starts at sample, not frame, precision
@@ -324,6 +354,10 @@ class Player:
             lead = self.lead.samples(self.sample_rate)
         if not self.mirror.filled.all():
             return Window(*plan_window(self.playhead(now), self.loop_samples, lead, self.loop_samples, self.hop))
+        if not self.reports:
+            a, b = plan_window(self._rotation * self.hop, self.loop_samples, 0, self.window_samples, self.hop)
+            self._rotation = b % self.frames
+            return Window(a, b)
         playhead = self.playhead(now)
         a, b = plan_window(playhead, self.loop_samples, max(0, lead - self.hop + 1), self.window_samples, self.hop)
         return Window(a, b, (playhead + lead - a * self.hop) % self.loop_samples)
@@ -342,6 +376,7 @@ class Player:
         patch = Patch((int(a) * self.hop + skip) % self.loop_samples, pcm, dict(versions), int(completion_id),
                       time.time() if now is None else now)
         self.mirror.apply(patch)
+        self._last_patch = (time.monotonic(), dict(versions))
         with self._lock:
             self._pending[patch.completion_id] = (time.monotonic(), float(decode_s))
             while len(self._pending) > 64:

@@ -32,7 +32,7 @@ from ..engine.ring import Completion, Ring
 from ..engine.state import PARAMS
 from ..models.lora import LoraAdapters
 from .controls import Controls
-from .player import DEFAULT_WINDOW_S, Patch, Player
+from .player import DEFAULT_PATCH_INTERVAL_S, DEFAULT_WINDOW_S, Patch, Player
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class TickError:
 class Runner:
     def __init__(self, model, *, depth: int = 4, steps: int | None = None, shift: float | None = None,
                  device="cpu", dtype=torch.float32, window_s: float = DEFAULT_WINDOW_S, prompt: str | None = None, seed: int = 0,
-                 max_ticks_per_s: float | None = None):
+                 max_ticks_per_s: float | None = None, patch_interval_s: float = DEFAULT_PATCH_INTERVAL_S):
         d = model.defaults
         self.model = model
         self.ring = Ring(model.denoiser, frames=model.frames, channels=model.denoiser.channels, depth=depth,
@@ -57,13 +57,16 @@ class Runner:
                                  cfg_mode=d.get("cfg_mode", "none"))
         self.ring.feed = self.controls.request
         codec = model.codec
-        self.player = Player(model.frames * codec.hop, codec.hop, codec.sample_rate, codec.audio_channels, window_s=window_s)
+        self.player = Player(model.frames * codec.hop, codec.hop, codec.sample_rate, codec.audio_channels, window_s=window_s,
+                             patch_interval_s=patch_interval_s)
         self.max_ticks_per_s = max_ticks_per_s
         self.tick_ms: deque[float] = deque(maxlen=256)
         self.decode_ms: deque[float] = deque(maxlen=256)
         self.completion_times: deque[float] = deque(maxlen=256)
         self.errors: deque[TickError] = deque(maxlen=32)
         self.completions = 0
+        self.started_at: float | None = None           # epoch s of the first start()
+        self.first_patch_at: float | None = None       # epoch s of the first patch
         self.last_tick_started = time.perf_counter()
         self.last_completion: Completion | None = None
         self._listeners: list[Callable[[Patch], None]] = []
@@ -82,6 +85,7 @@ class Runner:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> "Runner":
         if self._thread is None or not self._thread.is_alive():
+            self.started_at = self.started_at or time.time()
             self._stop.clear()
             self._running.set()
             self._thread = threading.Thread(target=self._loop, name="demon-tick", daemon=True)
@@ -181,7 +185,10 @@ class Runner:
                     with self._completed:
                         self.last_completion = newest
                         self._completed.notify_all()
-                    self._publish(self._render(newest), newest)
+                    versions = {"state": newest.state_versions[-1], "submission": newest.request.version,
+                                "decode": self.controls.decode_version}
+                    patch = self._render(newest, versions) if self.player.due(versions) else None  # budget: Player
+                    self._publish(patch, newest)
             return done
         except Exception as exc:  # the instrument keeps playing: record, tell the UI, go on
             error = TickError(self.ring.tick_count, f"{type(exc).__name__}: {exc}", traceback.format_exc(), time.time())
@@ -190,27 +197,39 @@ class Runner:
                 _call_quietly(callback, error)
             return []
 
-    def _render(self, completion: Completion) -> Patch:
+    def _render(self, completion: Completion, versions: dict[str, int]) -> Patch:
         window = self.player.plan()
         started = time.perf_counter()
         audio = decode_window(self.model.codec, completion.latent, window.a, window.b, loop=True)
         pcm = (audio.float() * self.controls.gain).cpu().numpy().astype(np.float32, copy=False)
         decode_s = time.perf_counter() - started
         self.decode_ms.append(decode_s * 1e3)
-        versions = {"state": completion.state_versions[-1], "submission": completion.request.version}
         return self.player.make_patch(window, pcm, versions, self.completions, decode_s)
 
-    def _publish(self, patch: Patch, completion: Completion) -> None:
-        for callback in list(self._listeners):
-            _call_quietly(callback, patch)
+    def _publish(self, patch: Patch | None, completion: Completion) -> None:
+        """Every completion to the completion consumers; a patch (when one was made) to the
+        listeners (the audio widget) and the patch consumers."""
+        if patch is not None:
+            self.first_patch_at = self.first_patch_at or time.time()
+            for callback in list(self._listeners):
+                _call_quietly(callback, patch)
         with self._consumers_lock:
             consumers = list(self._consumers)
         for loop, queue, kind in consumers:
             item = completion if kind == "completion" else patch
+            if item is None:
+                continue
             try:
                 loop.call_soon_threadsafe(_put_latest, queue, item)
             except RuntimeError:  # the consumer's loop is closed
                 self._remove_consumer(queue)
+
+    def wait_patch(self, timeout: float = 30.0) -> bool:
+        """Block until the first patch has been published (True) or ``timeout`` s passed (False)."""
+        deadline = time.monotonic() + timeout
+        while self.first_patch_at is None and time.monotonic() < deadline and self.alive:
+            time.sleep(0.005)
+        return self.first_patch_at is not None
 
     def wait_completion(self, timeout: float = 30.0) -> Completion:
         """Block until the next completion (for plain cells: an ``await`` in a cell holds

@@ -37,8 +37,9 @@ def test_onsets_follow_the_classes(report):
     # slot still before the gate; decode: the next completion's decode
     assert all(r["onset_ticks"] <= 2 for n, r in rows.items() if r["class"] in ("step", "decode") and n != "x0_target_gate")
     assert rows["x0_target_gate"]["onset_ticks"] <= steps // 2
-    # submission writes take the express lane: heard after one schedule (fewer steps: sooner), never
-    # before a whole new schedule ran (the steps probe is 6): an earlier onset means state leaked
-    # between runs (e.g. an adapter left in the shared model)
-    assert all(6 <= r["onset_ticks"] <= steps for r in rows.values() if r["class"] == "submission")
-    assert rows["steps"]["onset_ticks"] == 6
+    # submission writes take the express lane: first heard from a first look of `first_look` steps
+    # (default 4; the first_look probe itself is 2), never sooner: an earlier onset means state
+    # leaked between runs (e.g. an adapter left in the shared model)
+    look = CONTROLS["first_look"].default
+    assert all(r["onset_ticks"] == look for n, r in rows.items() if r["class"] == "submission" and n != "first_look")
+    assert rows["first_look"]["onset_ticks"] == 2 < look < steps

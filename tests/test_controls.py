@@ -34,13 +34,14 @@ def good_value(name: str):
     return {"prompt_a": "2", "prompt_b": "3", "prompt_blend": 0.25, "denoise": 0.5, "seed": 7, "vary_seed": True,
             "cfg_mode": "full", "shift": 2.0, "init_noise": [0.5] * FRAMES, "source": torch.ones(FRAMES, CHANNELS),
             "x0_target": torch.zeros(FRAMES, CHANNELS), "steps": 6, "depth": 3, "gain": 0.5,
-            "negative_prompt": "1", "mask": [0.0] * (FRAMES // 2) + [1.0] * (FRAMES - FRAMES // 2), "feedback": 0.3}[name]
+            "negative_prompt": "1", "mask": [0.0] * (FRAMES // 2) + [1.0] * (FRAMES - FRAMES // 2), "feedback": 0.3,
+            "first_look": 2}[name]
 
 
 BAD = {"prompt_a": 5, "prompt_b": None, "prompt_blend": 1.5, "denoise": -0.1, "seed": -1, "vary_seed": "yes",
        "cfg_mode": "loud", "shift": 100.0, "init_noise": [0.5] * (FRAMES - 1), "source": torch.zeros(3, 3),
        "x0_target": "latent", "steps": 0, "depth": 99, "gain": float("nan"), "negative_prompt": 3,
-       "mask": [0.5] * 3, "feedback": 1.5}
+       "mask": [0.5] * 3, "feedback": 1.5, "first_look": -1}
 
 
 def bad_value(name: str):

@@ -337,3 +337,32 @@ def test_streaming_equals_one_slot_runs_bit_for_bit(denoiser, solver, kw):
 
     requests = [Request(cond=k % 3, seed=10 + k, tag=k, source=source if with_source else None, **kw) for k in range(7)]
     assert max_abs_diff(factory, requests, depth=4) == 0.0
+
+
+def test_a_first_look_is_heard_after_its_own_steps_and_full_quality_follows(denoiser):
+    ring = Ring(denoiser, frames=T, channels=C, depth=2, steps=8, shift=1.0)
+    version = [0]
+    ring.feed = lambda: Request(cond=1, seed=3, version=version[0])
+    for _ in range(12):
+        ring.tick()
+    cadence = ring._birth_steps, ring._last_birth_tick
+    version[0] = 1
+    ring.express(first_look=3)
+    done = []
+    for tick in range(1, 20):
+        done += [(tick, c) for c in ring.tick()]
+        if tick == 1:
+            assert ring._birth_steps == cadence[0]            # the first look leaves the cadence alone
+    new = [(tick, c) for tick, c in done if c.request.version == 1]
+    first_tick, first = new[0]
+    assert first.first_look and first_tick == 3 and len(first.state_versions) == 3
+    full = [(tick, c) for tick, c in new if not c.first_look]
+    assert full and full[0][0] <= 8 + 8 // 2 and len(full[0][1].state_versions) == 8
+    assert sum(c.first_look for _, c in done) == 1
+    # first_look >= the schedule's steps, or 0: one full-quality express slot
+    for look in (0, 8, 12):
+        ring.express(first_look=look)
+        ring.tick()
+        assert not any(s is not None and s.first_look for s in ring.slots)
+    with pytest.raises(ValueError, match="first_look"):
+        ring.express(first_look=-1)

@@ -28,7 +28,7 @@ PROBE_VALUES = {
     "x0_target_gate": 0.6, "guidance_scale": 4.0, "apg_momentum": 0.5, "apg_norm_threshold": 0.05,
     "cfg_rescale": 0.7, "dcw_scaler": 0.3, "dcw_high_scaler": 0.3, "lora_strength": 0.3, "prompt_blend": 0.5, "denoise": 0.6,
     "seed": 7, "vary_seed": True, "steps": 6, "shift": 1.5, "init_noise": 0.6, "depth": 2, "gain": 0.5,
-    "mask": 0.5, "feedback": 0.5,
+    "mask": 0.5, "feedback": 0.5, "first_look": 2,
 }
 
 

@@ -31,6 +31,7 @@ a request whose schedule differs from the ring's flushes every slot in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import deque
@@ -44,7 +45,7 @@ from .checks import check_int
 from .control_table import MAX_DEPTH
 from .request import Request, prepare
 from .sampler import Slot
-from .schedule import check_schedule_args, timesteps
+from .schedule import MAX_STEPS, check_schedule_args, timesteps
 from .state import SharedState
 
 
@@ -58,6 +59,7 @@ class Completion:
     finished_tick: int
     state_versions: tuple[int, ...]  # shared-state version read at each step
     param_versions: Mapping[str, int]  # per-parameter versions at the last step
+    first_look: bool = False  # from the express lane's shorter schedule (see Ring.express)
 
     @property
     def tag(self) -> Any:
@@ -93,6 +95,7 @@ class Ring:
         self._lock = threading.Lock()
         self._pending_structure: dict[str, Any] = {}
         self._express = False  # an express birth is due at the next birth phase
+        self._express_steps: int | None = None  # its first-look steps (None: the request's schedule)
         self._rows_x = torch.empty(0, frames, channels, device=self.device, dtype=dtype)  # batch input buffer
         self._rows_t = torch.empty(0, device=self.device, dtype=dtype)
 
@@ -133,12 +136,19 @@ class Ring:
             self._pending_structure["schedule"] = {"steps": steps or earlier.get("steps"),
                                                    "shift": earlier.get("shift") if shift is None else float(shift)}
 
-    def express(self) -> None:
+    def express(self, first_look: int | None = None) -> None:
         """Express lane: at the next tick one slot is born with the newest request, outside the birth
         cadence (in a free slot, else in one extra row that leaves when it finishes). At most one
-        express slot is in flight; a write while it runs is picked up by the regular births."""
+        express slot is in flight; a write while it runs is picked up by the regular births.
+
+        ``first_look=k`` (1 <= k < the request's steps): the express slot runs a k-step schedule, a
+        first look heard after k ticks; the regular cadence goes on and its births bring the
+        full-quality completions (``Completion.first_look`` tells them apart). None or 0: the
+        express slot runs the request's own schedule and restarts the cadence."""
+        if first_look is not None:
+            check_int("first_look", first_look, 0, MAX_STEPS)
         with self._lock:
-            self._pending_structure["express"] = True
+            self._pending_structure["express"] = first_look or None
 
     def rebuild(self, *, frames: int) -> None:
         """Loop-length change at the next tick: discards the slots in flight (their shape is gone)."""
@@ -167,7 +177,7 @@ class Ring:
             slot.versions.append(snap.version)
             if slot.step == slot.steps:
                 done.append(Completion(slot.x[0], slot.request, i, slot.born_tick, tick_index,
-                                       tuple(slot.versions), snap.param_versions))
+                                       tuple(slot.versions), snap.param_versions, slot.first_look))
                 self.slots[i] = None
         self._trim_drained_slots()
         return done
@@ -237,8 +247,11 @@ class Ring:
                 if request is not None:
                     if not free:
                         self.slots.append(None)
-                    self._birth(free[0] if free else len(self.slots) - 1, request, express=True)
-                    return
+                    steps = len(self.schedule_for(request)) - 1
+                    look = self._express_steps if self._express_steps and self._express_steps < steps else None
+                    self._birth(free[0] if free else len(self.slots) - 1, request, express=True, first_look=look)
+                    if look is None:
+                        return
         limit = self.depth
         if self.stagger:
             if self.tick_count - self._last_birth_tick < max(1, self._birth_steps // self.depth):
@@ -255,16 +268,19 @@ class Ring:
             self._birth(i, request)
             limit -= 1
 
-    def _birth(self, i: int, request: Request, express: bool = False) -> None:
-        schedule = self.schedule_for(request)
+    def _birth(self, i: int, request: Request, express: bool = False, first_look: int | None = None) -> None:
+        """Start a slot; a first look (``first_look`` steps) keeps the birth cadence as it was."""
+        schedule = self.schedule_for(request if first_look is None else dataclasses.replace(request, steps=first_look,
+                                                                                             timesteps=None))
         if self.mode == "global" and schedule != self._global_schedule:
             self._flush()
             self._global_schedule = schedule
         slot = sampler.new_slot(request, schedule, (1, self.frames, self.channels), self.device, self.dtype,
                                 born_tick=self.tick_count)
-        slot.express = express
+        slot.express, slot.first_look = express, first_look is not None
         self.slots[i] = slot
-        self._last_birth_tick, self._birth_steps = self.tick_count, len(schedule) - 1
+        if first_look is None:
+            self._last_birth_tick, self._birth_steps = self.tick_count, len(schedule) - 1
 
     def schedule_for(self, request: Request) -> tuple[float, ...]:
         if request.timesteps is not None:
@@ -295,8 +311,8 @@ class Ring:
             with self._lock:
                 self.queue.clear()
             self._global_schedule = None
-        if pending.get("express"):
-            self._express = True
+        if "express" in pending:
+            self._express, self._express_steps = True, pending["express"]
         if "depth" in pending:
             self.depth = pending["depth"]
             if len(self.slots) < self.depth:

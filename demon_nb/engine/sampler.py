@@ -51,6 +51,7 @@ class Slot:
     uncond_velocity: Tensor | None = None  # residual-initialize cache
     versions: list[int] = field(default_factory=list)
     express: bool = False  # born outside the cadence by the ring's express lane
+    first_look: bool = False  # an express slot on a shorter schedule (Ring.express(first_look=k))
 
     @property
     def steps(self) -> int:

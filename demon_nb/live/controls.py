@@ -83,8 +83,9 @@ class Controls:
         with self._lock:
             self._values.update(checked)
             self.version += 1
-            version = self.version
-        self.ring.express()  # the next tick births a slot with the new values, outside the cadence
+            version, first_look = self.version, self._values["first_look"]
+        # the next tick births a slot with the new values, outside the cadence (a first look)
+        self.ring.express(first_look=first_look)
         return version
 
     def get(self, name: str) -> Any:

@@ -32,6 +32,7 @@ SECTIONS = (
     ("source and noise", ("mask", "feedback", "init_noise", "ode_noise", "x0_target_strength", "x0_target_gate")),
     ("DCW (wavelet correction)", ("dcw_mode", "dcw_scaler", "dcw_high_scaler")),
     ("LoRA", ("lora_strength",)),
+    ("latency", ("first_look",)),
 )
 
 

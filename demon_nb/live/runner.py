@@ -65,6 +65,7 @@ class Runner:
         self.completion_times: deque[float] = deque(maxlen=256)
         self.errors: deque[TickError] = deque(maxlen=32)
         self.completions = 0
+        self.full_version = 0   # the newest submission version of a full-schedule completion
         self.started_at: float | None = None           # epoch s of the first start()
         self.first_patch_at: float | None = None       # epoch s of the first patch
         self.last_tick_started = time.perf_counter()
@@ -185,8 +186,10 @@ class Runner:
                     with self._completed:
                         self.last_completion = newest
                         self._completed.notify_all()
+                    if not newest.first_look:   # the newest submission heard at full quality
+                        self.full_version = max(self.full_version, newest.request.version)
                     versions = {"state": newest.state_versions[-1], "submission": newest.request.version,
-                                "decode": self.controls.decode_version}
+                                "submission_full": self.full_version, "decode": self.controls.decode_version}
                     patch = self._render(newest, versions) if self.player.due(versions) else None  # budget: Player
                     self._publish(patch, newest)
             return done

@@ -7,6 +7,15 @@
 * roundtrip_corr: mean corr(encode(decode(z)), z) over held-out composer latents.
 * tick_ms_p50: one batched denoiser forward at depth 4 (``x [4, 250, 64]``).
 * completions_per_s: the engine's Ring at depth 4, 8 steps, the model's CFG defaults.
+* audio (issue #16; ``--no-audio`` skips it): the same figures measured in decoded audio by
+  :mod:`demon_nb.models.mini.audio_eval` (librosa: HPSS + CQT chroma + Krumhansl-Kessler key,
+  beat tracker, onset autocorrelation, melody-register CQT onsets, MFCC nearest-centroid style
+  classifier) over ``--audio-prompts`` held-out prompts (styles in turn) x 2 seeds, for mini,
+  the composer's ground truth (seed 0: the prompt's own piece; seed 1: another piece of the same
+  style, key and tempo) and the random-init model, all decoded by the same codec.  The style
+  classifier trains on one seed's renders and tests on the other's (both ways; ``style_accuracy``),
+  on prompts 0-9, 20-23 vs 10-19 (``style_accuracy_unseen_prompts``), and on all ground-truth renders
+  tested on mini's / random init's (``style_accuracy_trained_on_ground_truth``).
 """
 
 from __future__ import annotations
@@ -21,6 +30,10 @@ import torch
 from . import bench_parser
 
 HELD_OUT = 10**9  # composer seeds from here on are never used for training
+AUDIO_SEEDS = HELD_OUT + 100_000  # audio prompts: disjoint from the latent prompts and roundtrip pieces
+AUDIO_TWINS = HELD_OUT + 200_000  # ground truth of seed 1: same style, key and tempo, another piece
+# issue #16's goals: mini / ground truth ratios, over-full-scale renders, classifier accuracy
+GOALS = {"key_exact": 0.9, "in_scale_chroma": 0.97, "pulse_clarity": 0.8, "melody_onsets_per_s": (0.7, 1.4)}
 
 
 def generate(model, prompts: list[str], seeds: list[int], depth: int = 4, steps: int = 8,
@@ -94,15 +107,107 @@ def tick_ms(model, depth: int = 4, reps: int = 20) -> float:
     return float(statistics.median(times))
 
 
+def audio_pieces(n: int):
+    """``n`` held-out composer pieces, styles in turn: ``[(raw, caption, meta)]`` and the seed-1
+    twins (same style, key, tempo; another seed)."""
+    from demon_nb.models.mini.composer import STYLE_NAMES, compose_raw
+
+    pieces = [compose_raw(AUDIO_SEEDS + i, style=STYLE_NAMES[i % len(STYLE_NAMES)]) for i in range(n)]
+    twins = [compose_raw(AUDIO_TWINS + i, style=m["style"], tonic=m["key"], mode=m["mode"], bpm=m["bpm"])
+             for i, (_, _, m) in enumerate(pieces)]
+    return pieces, twins
+
+
+def audio_rows(codec, raws, metas) -> list[dict]:
+    """:func:`audio_eval.analyze` of each raw latent decoded by ``codec`` (48 kHz stereo)."""
+    from demon_nb.models.mini import audio_eval as AE
+
+    rows = []
+    for raw, meta in zip(raws, metas):
+        audio = codec.decode_raw(torch.as_tensor(raw, dtype=torch.float32)[None])[0]
+        rows.append(AE.analyze(audio, codec.sample_rate, meta["key"], meta["mode"], meta["bpm"]))
+    return rows
+
+
+def audio_section(model, base, n: int, cfg_mode: str | None = None, guidance_scale: float | None = None) -> dict:
+    """The ``audio`` JSON section over ``n`` prompts x 2 seeds: per-source summaries, style accuracy,
+    mini / ground-truth ratios and issue #16's goals."""
+    from demon_nb.models.mini import audio_eval as AE
+
+    start = time.perf_counter()
+    pieces, twins = audio_pieces(n)
+    prompts = [c for _, c, _ in pieces] * 2
+    metas = [m for _, _, m in pieces] * 2
+    folds = [0] * n + [1] * n
+    # prompts 0-9, 20-29, ... vs 10-19, 30-39, ...: every style on both sides once n >= 20, and no
+    # test render shares its prompt with a training render (generations of one prompt look alike)
+    prompt_folds = [(i // 10) % 2 for i in range(n)] * 2
+    noise = [2 * i + s for s in (0, 1) for i in range(n)]  # a distinct noise seed per render
+    sources = {"ground_truth": [r for r, _, _ in pieces] + [r for r, _, _ in twins]}
+    for name, m in (("mini", model), ("random_init", base)):
+        latents, _ = generate(m, prompts, noise, cfg_mode=cfg_mode, guidance_scale=guidance_scale)
+        sources[name] = [m.codec.denormalize(z.float()).numpy() for z in latents]
+    out, feats = {}, {}
+    styles = np.asarray([m["style"] for m in metas])
+    for name in ("ground_truth", "mini", "random_init"):
+        rows = audio_rows(model.codec, sources[name], metas)
+        out[name] = AE.summarize(rows)
+        feats[name] = np.stack([r["mfcc"] for r in rows])
+        out[name]["style_accuracy"] = _finite(AE.style_accuracy(feats[name], styles, folds))
+        out[name]["style_accuracy_unseen_prompts"] = _finite(AE.style_accuracy(feats[name], styles, prompt_folds))
+        if name != "ground_truth":  # does its "jazz" sound like the composer's jazz?
+            guess = AE.nearest_centroid(feats["ground_truth"], styles, feats[name])
+            out[name]["style_accuracy_trained_on_ground_truth"] = _finite(float(np.mean(guess == styles)))
+    out = {k: out[k] for k in ("mini", "ground_truth", "random_init")}
+    ratios = {}
+    for k in ("key_exact", "key_notes", "in_scale_chroma", "tempo_error_median", "pulse_clarity",
+              "melody_onsets_per_s", "style_accuracy", "style_accuracy_unseen_prompts"):
+        a, b = out["mini"][k], out["ground_truth"][k]
+        ratios[k] = round(a / b, 4) if a is not None and b else None
+
+    def at_least(k):
+        return ratios[k] is not None and ratios[k] >= GOALS[k]
+
+    lo, hi = GOALS["melody_onsets_per_s"]
+    melody = ratios["melody_onsets_per_s"]
+    goals = {
+        "key_exact >= 0.9x ground truth": at_least("key_exact"),
+        "in_scale_chroma >= 0.97x": at_least("in_scale_chroma"),
+        "pulse_clarity >= 0.8x": at_least("pulse_clarity"),
+        "melody_onsets_per_s 0.7x-1.4x": melody is not None and lo <= melody <= hi,
+        "no render over full scale": out["mini"]["over_full_scale"] == 0,
+        "style_accuracy >= 3x chance (unseen prompts)": (out["mini"]["style_accuracy_unseen_prompts"] or 0.0) >= 0.3,
+    }
+    return {
+        "prompts": n, "seeds": 2, "renders_per_source": 2 * n, "style_chance": 0.1,
+        "in_scale_chance": round(7 / 12, 4),
+        "tempo_folding": "tempo_error: x1, x2, x0.5 (octave errors); tempo_error_metrical also x1.5, x2/3",
+        **out,
+        "ratios_mini_over_ground_truth": ratios,
+        "goals_met": goals,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _finite(x: float, digits: int = 4):
+    return round(float(x), digits) if np.isfinite(x) else None
+
+
 def main(argv: list[str]) -> int:
     p = bench_parser("mini")
     p.add_argument("--prompts", type=int, default=64, help="held-out prompts per model (>= 64 for the issue)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cfg-mode", default=None, help="override the model's default cfg_mode")
     p.add_argument("--guidance-scale", type=float, default=None)
+    p.add_argument("--audio-prompts", type=int, default=24,
+                   help="held-out prompts (x 2 seeds) for the audio-domain section (default 24; >= 10 for "
+                        "every style in the classifier's training set)")
+    p.add_argument("--no-audio", action="store_true", help="skip the audio-domain section")
     a = p.parse_args(argv)
     if a.prompts < 1:
         p.error("--prompts: expected >= 1")
+    if a.audio_prompts < 1:
+        p.error("--audio-prompts: expected >= 1")
     torch.set_num_threads(a.threads)
     from demon_nb.models.mini import load
     from demon_nb.models.mini.composer import compose
@@ -133,6 +238,8 @@ def main(argv: list[str]) -> int:
         "guidance_scale": a.guidance_scale if a.guidance_scale is not None else model.defaults["guidance_scale"],
         "threads": a.threads,
     }
+    if not a.no_audio:
+        result["audio"] = audio_section(model, base, a.audio_prompts, a.cfg_mode, a.guidance_scale)
     print(json.dumps(result))
     return 0
 

@@ -216,3 +216,23 @@ def test_audio_out_bad_transport_encoding(value):
 
     with pytest.raises(ValueError, match=r"transport_encoding.*'auto', 'binary', 'base64'"):
         AudioOut(loop_samples=1000, transport_encoding=value)
+
+
+def test_only_about_one_patch_a_second_asks_for_an_ack(monkeypatch):
+    from demon_nb.live import audio_out
+
+    clock = [100.0]
+    monkeypatch.setattr(audio_out.time, "monotonic", lambda: clock[0])
+    audio, sent = make_audio()
+    pcm = np.zeros((2, 10), np.float32)
+    audio.send_patch(Patch(0, pcm, {}, completion_id=1))          # before the first ready: no ack
+    assert sent.pop()[0]["ack"] is False
+    audio.ready = True
+    audio.ack_every_s = 1.0
+    for i, dt in enumerate((0.0, 0.3, 0.3, 0.5)):
+        clock[0] += dt
+        audio.send_patch(Patch(0, pcm, {}, completion_id=i + 1))
+    audio.send_patch(Patch(0, pcm, {}, completion_id=-1))       # a resend from the mirror: never acked
+    clock[0] += 5.0
+    audio.send_patch(Patch(0, pcm, {}, completion_id=-1))
+    assert [c["ack"] for c, _ in sent] == [True, False, False, True, False, False]

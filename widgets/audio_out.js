@@ -14,10 +14,12 @@
 //   `binary: false` the kernel resends the patches sent meanwhile as base64, so a
 //   patch whose buffer is missing is dropped (counted) unless buffers are known
 //   to work.
-// Browser -> kernel: {type: "ready", probe: true}, {type: "ack", id} per applied patch,
+// Browser -> kernel: {type: "ready", probe: true}, {type: "ack", id} per applied patch that
+//   asked for one (`ack: true`; the kernel samples about one a second for its round-trip
+//   estimate: every message to the kernel costs it a busy/idle status pair, and the page a redraw),
 //   {type: "status", ...} (playhead, fill, silent samples, rms/peak, heard versions
-//   with the epoch time they were heard) when a heard version or the play state
-//   changed, else at most every REPORT_MS: the worklet reports 10 times a second
+//   with the epoch time they were heard) every REPORT_MS, or after a quarter of it when a
+//   heard version or the play state changed: the worklet reports 10 times a second
 //   in the page (views, tests), the kernel only needs what changed and a playhead
 //   now and then (it extrapolates between reports).
 // Patches may arrive before "ready" (the kernel streams from the start; its ready
@@ -25,7 +27,7 @@
 // For tests the state of every model is on window.__demon_audio; its
 // `readLoop()` resolves to a copy of the worklet's loop ({data, filled}).
 
-const REPORT_MS = 500;
+const REPORT_MS = 1000;
 
 // Did anything the kernel acts on change between two worklet reports?
 function changed(prev, next) {
@@ -108,12 +110,14 @@ function initialize({ model, signal }) {
   const post = (msg, transfer) => (node ? node.port.postMessage(msg, transfer || []) : pending.push([msg, transfer]));
   const reads = [];                                     // readLoop() promises (tests)
   let sent = null, sentAt = 0;                           // the last status sent to the kernel
+  const toAck = new Set();                               // ids of applied patches the kernel asked to ack
   state.readLoop = () => new Promise((resolve) => { reads.push(resolve); post({ type: "read" }); });
 
   const onWorklet = (e) => {
     const m = e.data;
     if (m.type === "loop") reads.shift()?.(m);
     else if (m.type === "applied") {
+      if (!toAck.delete(m.id)) return;
       state.acks++;
       model.send({ type: "ack", id: m.id });
     } else if (m.type === "status") {
@@ -124,7 +128,7 @@ function initialize({ model, signal }) {
       const status = { ...m, heard, heard_ctx: heardCtx, heard_at: heardAt, state: ctx.state, epoch: Date.now() / 1000 };
       state.status = status;
       const now = performance.now();
-      if (changed(sent, status) || now - sentAt >= REPORT_MS) {
+      if (now - sentAt >= REPORT_MS || (changed(sent, status) && now - sentAt >= REPORT_MS / 4)) {
         model.send({ type: "status", ...status });
         sent = status; sentAt = now;
         state.reportsSent = (state.reportsSent || 0) + 1;
@@ -150,6 +154,7 @@ function initialize({ model, signal }) {
       const data = toChannels(bytes ?? new Uint8Array(0), msg.dtype, msg.channels, msg.samples);
       state.patchesReceived++;
       if (msg.b64 !== undefined) state.base64Received++;
+      if (msg.ack !== false) toAck.add(msg.id);         // an older kernel sends no `ack`: ack all
       post({ type: "patch", start: msg.start, data, fade: msg.fade, versions: msg.versions, id: msg.id },
         data.map((ch) => ch.buffer));
     } catch (err) {
@@ -243,7 +248,7 @@ function render({ model, el }) {
   // What a listener needs: playing or not, where in the loop, and only what went wrong.
   const show = (state) => {
     const now = performance.now();
-    if (now - last < 250) return;                      // the line refreshes at <= 4 Hz
+    if (now - last < 500) return;                      // the line refreshes at <= 2 Hz
     last = now;
     const s = state.status;
     const sr = state.sampleRate;

@@ -73,16 +73,20 @@ function render({ model, el }) {
     g.fillStyle = "#333"; g.font = "11px monospace";
     g.fillText(`completion ${model.get("completion")} · ${T} frames × ${model.get("channels")} ch · ±${model.get("hi").toFixed(2)}`, 4, h - 3);
   };
+  let drawnAt = 0;
   const redraw = () => {
     if (pending || !visible) return;
     pending = true;
+    drawnAt = performance.now();
     requestAnimationFrame(() => { pending = false; draw(); });
   };
   const onData = () => { image = paint(model); redraw(); };
   model.on("change:data", onData);
   model.on("change:playhead", redraw);
   const audio = audioState();
-  audio?.listeners.add(redraw);                        // the worklet's reports, ~10 Hz, in the page
+  // the playhead follows the worklet's reports (10 Hz in the page), redrawn at <= 4 Hz
+  const follow = () => { if (performance.now() - drawnAt >= 250) redraw(); };
+  audio?.listeners.add(follow);
   const observer = new IntersectionObserver((entries) => {
     const now = entries[entries.length - 1].isIntersecting;
     if (now !== visible) { visible = now; model.send({ type: "visible", visible }); if (visible) redraw(); }
@@ -91,7 +95,7 @@ function render({ model, el }) {
   onData();
   return () => {
     model.off("change:data", onData); model.off("change:playhead", redraw);
-    audio?.listeners.delete(redraw); observer.disconnect();
+    audio?.listeners.delete(follow); observer.disconnect();
   };
 }
 

@@ -20,6 +20,11 @@ answer switches every patch, the kept ones first, to base64 text in the
 content (``b64``: the same PCM bytes). Each ready negotiates again.
 ``transport_encoding="binary"|"base64"`` forces one; ``encoding`` says which
 is in use (``"pending"`` while the probe is unanswered).
+
+Few messages back: every message from the page costs the kernel a busy/idle status
+pair and the page a redraw of its kernel indicators, so only about two patches a
+second ask for an ack (``ack: true``; the lead estimator's round-trip samples) and
+the page reports its status every second (after 250 ms when a heard version changed).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .player import Patch, Player, fade_samples
 DTYPES = ("float32", "int16")
 ENCODINGS = ("auto", "binary", "base64")
 PROBE = bytes(range(256))                 # every byte value: a text re-encoding shows too
+ACK_EVERY_S = 0.5   # patches asked to be acked (round-trip samples for the lead): about two a second
 
 
 def _asset(name: str) -> str:
@@ -113,6 +119,8 @@ class AudioOut(anywidget.AnyWidget):
         self._ack_callbacks: list[Callable[[int], None]] = []
         self.reported_at = time.monotonic()
         self.patches_sent = 0
+        self.ack_every_s = ACK_EVERY_S
+        self._ack_asked_at = -1e9
         self._mode = "pending" if transport_encoding == "auto" else transport_encoding  # under _lock
         self._probes = 0                    # probes sent: the next nonce
         self._nonce = 0                     # of the probe awaiting its answer (0: none)
@@ -134,8 +142,11 @@ class AudioOut(anywidget.AnyWidget):
             raise ValueError(f"patch channels must be {self.channels}, got {channels}")
         if samples > self.loop_samples:
             raise ValueError(f"patch samples must be <= loop_samples={self.loop_samples}, got {samples}")
+        now = time.monotonic()
+        # no ack before the first ready: such a patch may sit in the page's queue for seconds
+        ack = self.ready and now - self._ack_asked_at >= self.ack_every_s and patch.completion_id >= 0
         content = {
-            "type": "patch", "start": int(patch.start_sample) % self.loop_samples,
+            "type": "patch", "ack": bool(ack), "start": int(patch.start_sample) % self.loop_samples,
             "samples": int(samples), "channels": int(channels), "dtype": self.dtype,
             "fade": self.fade, "versions": {k: int(v) for k, v in patch.versions.items()},
             "id": int(patch.completion_id),
@@ -144,6 +155,8 @@ class AudioOut(anywidget.AnyWidget):
         with self._lock:
             self._send_encoded(content, payload)
             self.patches_sent += 1
+            if ack:
+                self._ack_asked_at = now
 
     def _send_encoded(self, content: dict, payload: bytes) -> None:
         """One patch in the current encoding (under ``_lock``)."""

@@ -162,7 +162,7 @@ class LeadEstimator:
     """
 
     def __init__(self, initial_s: float = 0.25, margin_s: float = 0.015, min_s: float = 0.02,
-                 max_s: float = 2.0, quantile: float = 0.9, history: int = 32):
+                 max_s: float = 2.0, quantile: float = 0.9, history: int = 16):
         if not (0.0 < min_s <= max_s):
             raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s}, max_s={max_s}")
         if not (0.0 < quantile <= 1.0):

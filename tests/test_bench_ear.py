@@ -39,3 +39,44 @@ def test_summary_percentiles():
     assert s["n"] == 100 and s["p50_ms"] == pytest.approx(50.5) and s["p95_ms"] == pytest.approx(95.05, abs=0.1)
     assert s["to_kernel_p50_ms"] == 1.0 and "to_patch_p50_ms" not in s
     assert summarize([]) == {"n": 0, "p50_ms": None, "p95_ms": None}
+
+
+def test_goals_scale_with_the_headless_tick():
+    from demon_nb.bench.ear import goals
+
+    result = {"step": {"p50_ms": 120.0, "p95_ms": 170.0}, "submission": {"p50_ms": 300.0},
+              "tick_ratio": 1.4, "silent_samples_startup": 30_000}
+    fast, slow = goals(result, 15.0, 8), goals(result, 30.0, 8)
+    assert fast["step_p50_ms"] == {"value": 120.0, "bound": 105.0, "met": False}      # 60 + 3h
+    assert slow["step_p50_ms"]["bound"] == 150.0 and slow["step_p50_ms"]["met"]
+    assert (fast["step_p95_ms"]["bound"], slow["submission_p50_ms"]["bound"]) == (160.0, 400.0)  # 100 + 4h, 100 + 10h
+    assert fast["tick_ratio"]["met"] and not fast["silent_samples_startup"]["met"]
+    missing = goals(result | {"step": {"p50_ms": None, "p95_ms": None}}, 15.0, 8)
+    assert missing["step_p50_ms"]["met"] is False
+
+
+def test_cpu_profile_counts_the_cpu_of_a_process_and_its_threads():
+    import os
+    import threading
+
+    from demon_nb.bench._cpu import CpuProfile
+
+    profile = CpuProfile(os.getpid())          # this process stands in for the server
+    profile.start()
+    done = threading.Event()
+
+    def spin():
+        end = __import__("time").perf_counter() + 0.4
+        while __import__("time").perf_counter() < end:
+            pass
+        done.set()
+
+    worker = threading.Thread(target=spin, name="demon-tick")
+    worker.start()
+    worker.join()
+    profile.stop()
+    report = profile.report()
+    assert report["cores"]["jupyter server"] > 0.3         # 0.4 s of busy loop in about 0.4 s
+    assert report["kernel_cpu_share"] in (0.0, None) and report["kernel_threads_cores"] == {}
+    with __import__("pytest").raises(ValueError, match="start"):
+        CpuProfile(os.getpid()).report()

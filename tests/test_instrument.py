@@ -181,6 +181,36 @@ def test_latency_from_write_to_first_heard(inst):
     assert tracker.heard({"state": version}, {"state": 1.0}) == {}
 
 
+def test_latency_does_not_count_the_time_before_the_loop_first_sounded():
+    # a write in a cell queued behind the instrument's (Run All): the audio reaches the page
+    # later; the wait for the page is start-up, not control-to-ear latency
+    tracker = LatencyTracker()
+    tracker.wrote("state", 2, at=10.0)
+    assert tracker.heard({"state": 2}, {"state": 14.1}, since=14.0) == pytest.approx({"state": 0.1})
+    tracker.wrote("state", 3, at=20.0)
+    assert tracker.heard({"state": 3}, {"state": 20.15}, since=14.0) == pytest.approx({"state": 0.15})
+
+
+def test_the_metrics_line_says_what_a_player_needs_without_raw_counters(inst):
+    from demon_nb.live.views import metrics_html
+
+    assert inst.metrics()["audio"] == "waiting for the browser"
+    simulate_ready(inst)
+    inst.audio._apply_status({"playhead": 0, "playing": True, "filled": 0.5, "silent": 269_824, "epoch": 5.0})
+    assert inst.metrics()["audio"] == "loading 50%" and inst.audio.sounding_since == 5.0
+    inst.audio._apply_status({"playhead": 10, "playing": True, "filled": 1.0, "silent": 269_824, "epoch": 6.0})
+    m = inst.metrics()
+    assert m["audio"] == "playing" and inst.audio.sounding_since == 5.0
+    inst.pause()
+    assert inst.metrics()["audio"] == "paused"
+    inst.resume()
+    inst.cpu.read()
+    text = metrics_html(inst.metrics() | {"control_to_ear_s": {"state": 0.142}})
+    for shown in ("playing", "control→ear</b> state 142 ms", "CPU headroom", "tick", "completions/s"):
+        assert shown in text, shown
+    assert "269824" not in text and "silent" not in text and "patches" not in text
+
+
 # -- sources --------------------------------------------------------------------------------
 def wav_bytes(seconds=0.5, rate=22_050, channels=2) -> bytes:
     t = np.arange(int(seconds * rate)) / rate

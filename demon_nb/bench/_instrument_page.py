@@ -56,6 +56,21 @@ RECORDER_JS = """(names) => {
   }
   return true;
 }"""
+# A fake Web MIDI device (injected before the page loads): window.__fakeMidi.send(bytes) emits a
+# message from input "Fake MIDI", as a controller would.
+FAKE_MIDI_JS = """(() => {
+  const input = { name: "Fake MIDI", onmidimessage: null };
+  window.__fakeMidi = { send: (bytes) => { if (input.onmidimessage) input.onmidimessage({ data: new Uint8Array(bytes) }); } };
+  Object.defineProperty(navigator, "requestMIDIAccess", { configurable: true,
+    value: async () => ({ inputs: new Map([["in-1", input]]), outputs: new Map(), onstatechange: null }) });
+})();"""
+MIDI_STATUS_JS = "() => document.querySelector('.demon-midi-status')?.textContent || ''"
+# One control change from the fake device, logged as an input of `name` at the time it is emitted.
+SEND_CC_JS = """([name, cc, value]) => {
+  window.__ear.inputs.push({name, type: 'midi', t: (performance.timeOrigin + performance.now()) / 1000});
+  window.__fakeMidi.send([0xB0, cc, value]);
+  return true;
+}"""
 HEARD_MAX_JS = """(key) => { const h = (window.__ear?.heard ?? []).filter(r => r.key === key);
     return h.length ? h[h.length - 1].version : -1; }"""
 

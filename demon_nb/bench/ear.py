@@ -56,6 +56,8 @@ from ._browser import Lab, RemoteServer, chromium, lab_server, missing_reason, n
 from ._cpu import CpuProfile
 
 STEP = ("velocity_scale", "state")
+MIDI_CC = 21                    # --control midi: this CC drives the step control, mapped over its slider range
+MIDI_CELL = "inst.midi.map(cc=21, control='velocity_scale', lo=0.0, hi=2.0)"
 SUBMISSION = {"prompt_blend": ("prompt_blend", "submission"), "shift": ("shift", "submission")}
 PROMPT_B = "bright staccato bells, fast arpeggios"
 SETTLE_MS = 2000               # before the first trial: the page renders the bench's own cells
@@ -121,14 +123,21 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def run_trials(lab: Lab, name: str, key: str, trials: int, timeout_s: float, rng: random.Random) -> int:
-    """Click slider ``name`` ``trials`` times, each time waiting until a newer ``key`` version is heard."""
+def run_trials(lab: Lab, name: str, key: str, trials: int, timeout_s: float, rng: random.Random,
+               midi: bool = False) -> int:
+    """Move control ``name`` ``trials`` times (a click on its slider track, or with ``midi`` a control
+    change from the fake MIDI device on ``MIDI_CC``), each time waiting until a newer ``key``
+    version is heard."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     unheard = 0
     for i in range(trials):
         before = ui.heard_max(lab, key)
-        ui.click_slider(lab, name, POSITIONS[i % 2] + rng.uniform(-0.05, 0.05))
+        position = POSITIONS[i % 2] + rng.uniform(-0.05, 0.05)
+        if midi:
+            lab.eval(ui.SEND_CC_JS, [name, MIDI_CC, round(127 * position)])
+        else:
+            ui.click_slider(lab, name, position)
         try:
             lab.page.wait_for_function(f"(b) => ({ui.HEARD_MAX_JS})({json.dumps(key)}) > b", arg=before,
                                        timeout=timeout_s * 1000, polling=100)
@@ -172,6 +181,8 @@ def measure(args) -> dict:
     rng = random.Random(args.seed)
     h = headless_tick_ms() if not args.server else None
     controls = {"step": STEP, "submission": SUBMISSION[args.submission_control]}
+    if args.control == "midi":   # the same step control from a MIDI controller, side by side with the slider
+        controls = {"step": STEP, "midi": STEP, "submission": controls["submission"]}
     with contextlib.ExitStack() as stack:
         if args.server:  # a running server, e.g. a GPU machine's: latency over a real network link
             server = RemoteServer(args.server)
@@ -179,6 +190,8 @@ def measure(args) -> dict:
             server = stack.enter_context(lab_server(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="demon-ear-")))))
         browser = stack.enter_context(chromium())
         page = new_page(browser, width=1280, height=1400)
+        if args.control == "midi":
+            page.add_init_script(ui.FAKE_MIDI_JS)
         lab = Lab(server, page)
         profile = CpuProfile(server.proc.pid) if server.proc is not None else None
         startup = ui.open_instrument(lab, Path(args.notebook), run_timeout=args.timeout)
@@ -187,7 +200,10 @@ def measure(args) -> dict:
             if lab.kernel_json("inst.get('prompt_b')") != PROMPT_B:
                 raise RuntimeError("prompt B typed in the page did not reach the kernel")
         lab.run_new_cell(LOGGER_CELL)
-        ui.install_recorder(lab, [name for name, _ in controls.values()])
+        if args.control == "midi":
+            lab.wait_for(f"() => ({ui.MIDI_STATUS_JS})().includes('Fake MIDI')", timeout=60)
+            lab.run_new_cell(MIDI_CELL)
+        ui.install_recorder(lab, list(dict.fromkeys(name for name, _ in controls.values())))
         for name, _ in controls.values():
             ui.slider_track(lab, name)                      # scrolled into view, present
         threads = lab.kernel_json(THREADS_CELL)
@@ -198,7 +214,7 @@ def measure(args) -> dict:
         ticks_before = lab.kernel_json(TICKS_CELL)["count"]
         unheard, ticks = {}, {}
         for klass, (name, key) in controls.items():
-            unheard[klass] = run_trials(lab, name, key, args.trials, args.trial_timeout, rng)
+            unheard[klass] = run_trials(lab, name, key, args.trials, args.trial_timeout, rng, midi=klass == "midi")
             now = lab.kernel_json(TICKS_CELL)       # the kernel's tick times during this class's trials
             ticks[klass] = now["ms"][-min(len(now["ms"]), now["count"] - ticks_before):]
             ticks_before = now["count"]
@@ -218,12 +234,15 @@ def measure(args) -> dict:
         Path(args.raw).write_text(json.dumps({"recorder": rec, "kernel": log, "start": start, "end": end}))
     result: dict = {}
     for klass, (name, key) in controls.items():
-        inputs = [r["t"] for r in rec["inputs"] if r["name"] == name and r["type"] == "pointerdown"]
+        kind = "midi" if klass == "midi" else "pointerdown"
+        inputs = [r["t"] for r in rec["inputs"] if r["name"] == name and r["type"] == kind]
         writes = [(v, t) for k, v, t in log["writes"] if k == key]
         heard = [(r["version"], r["at"]) for r in rec["heard"] if r["key"] == key]
         patches = [(versions[key], t) for t, versions in log["patches"] if key in versions]
         rows = match_latencies(inputs, writes, heard, patches)
         result[klass] = summarize(rows) | {"control": name, "inputs": len(inputs), "unheard": unheard[klass]}
+    if "midi" in result and result["midi"].get("p50_ms") is not None and result["step"].get("p50_ms") is not None:
+        result["midi_minus_slider_p50_ms"] = round(result["midi"]["p50_ms"] - result["step"]["p50_ms"], 1)
     metrics = log["metrics"]
     result |= {
         "silent_samples": int(end["silent"] - start["silent"]),
@@ -264,6 +283,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--submission-control", choices=sorted(SUBMISSION), default="prompt_blend",
                         help="the submission-class slider moved (default prompt_blend)")
     parser.add_argument("--raw", default=None, help="save the raw event logs (JSON) here")
+    parser.add_argument("--control", choices=("slider", "midi"), default="slider",
+                        help="midi: also move the step control from a (fake) MIDI controller, CC 21, beside the slider")
     parser.add_argument("--server", default=None,
                         help="measure through a running JupyterLab at this URL (with ?token=...), e.g. a GPU machine's")
     args = parser.parse_args(argv)

@@ -9,18 +9,13 @@ import time
 import pytest
 
 from demon_nb.bench._browser import Lab, new_page
+from demon_nb.bench._instrument_page import FAKE_MIDI_JS as FAKE_MIDI, MIDI_STATUS_JS
 
 pytestmark = pytest.mark.browser
 
-FAKE_MIDI = """(() => {
-  const input = { name: "Fake MIDI", onmidimessage: null };
-  window.__fakeMidi = { send: (bytes) => { if (input.onmidimessage) input.onmidimessage({ data: new Uint8Array(bytes) }); } };
-  Object.defineProperty(navigator, "requestMIDIAccess", { configurable: true,
-    value: async () => ({ inputs: new Map([["in-1", input]]), outputs: new Map(), onstatechange: null }) });
-})();"""
 NO_MIDI = """Object.defineProperty(navigator, "requestMIDIAccess", { configurable: true, value: undefined });"""
 CELLS = ["import demon_nb\ninst = demon_nb.instrument('analytic', threads=None)"]
-STATUS = "() => document.querySelector('.demon-midi-status')?.textContent || ''"
+STATUS = MIDI_STATUS_JS
 
 
 def open_with(lab_server, browser, artifacts, script: str, name: str):

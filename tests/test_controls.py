@@ -35,13 +35,14 @@ def good_value(name: str):
             "cfg_mode": "full", "shift": 2.0, "init_noise": [0.5] * FRAMES, "source": torch.ones(FRAMES, CHANNELS),
             "x0_target": torch.zeros(FRAMES, CHANNELS), "steps": 6, "depth": 3, "gain": 0.5,
             "negative_prompt": "1", "mask": [0.0] * (FRAMES // 2) + [1.0] * (FRAMES - FRAMES // 2), "feedback": 0.3,
-            "first_look": 2}[name]
+            "first_look": 2, "prompt_c": "3", "prompt_d": "2", "prompt_c_weight": 0.25, "prompt_d_weight": 0.25}[name]
 
 
 BAD = {"prompt_a": 5, "prompt_b": None, "prompt_blend": 1.5, "denoise": -0.1, "seed": -1, "vary_seed": "yes",
        "cfg_mode": "loud", "shift": 100.0, "init_noise": [0.5] * (FRAMES - 1), "source": torch.zeros(3, 3),
        "x0_target": "latent", "steps": 0, "depth": 99, "gain": float("nan"), "negative_prompt": 3,
-       "mask": [0.5] * 3, "feedback": 1.5, "first_look": -1}
+       "mask": [0.5] * 3, "feedback": 1.5, "first_look": -1,
+       "prompt_c": 5, "prompt_d": None, "prompt_c_weight": 1.5, "prompt_d_weight": -0.5}
 
 
 def bad_value(name: str):
@@ -192,3 +193,33 @@ def test_mini_names_its_channel_groups():
 
     groups = load("mini").tone_groups()
     assert groups["bass"] == (0, 12) and groups["drums"] == (L.DRUMS.start, L.DRUMS.stop) and "brightness" in groups
+
+
+def test_prompt_weights_are_convex_per_frame():
+    from demon_nb.engine.curves import prompt_weights
+
+    w_a, (w_b,) = prompt_weights([0.3])
+    assert (w_a, w_b) == pytest.approx((0.7, 0.3))                  # the A <-> B blend as before
+    w_a, (w_b, w_c) = prompt_weights([0.75, 0.75])                 # over 1 in all: normalized, A silent
+    assert (w_a, w_b, w_c) == pytest.approx((0.0, 0.5, 0.5))
+    curve = torch.linspace(0, 1, FRAMES).reshape(1, FRAMES, 1)
+    w_a, (w_b, w_c) = prompt_weights([curve, 0.5])
+    total = w_a + w_b + w_c
+    assert torch.allclose(total, torch.ones_like(total)) and bool((w_a >= 0).all())
+    assert float(w_a[0, 0, 0]) == pytest.approx(0.5) and float(w_a[0, -1, 0]) == 0.0
+    assert prompt_weights([]) == (1.0, [])
+
+
+def test_four_prompts_mix_into_one_request(runner):
+    runner.set("prompt_b", "2")
+    runner.set("prompt_blend", 0.2)
+    runner.set("prompt_c", "3")
+    runner.set("prompt_c_weight", [0.0] * (FRAMES // 2) + [0.6] * (FRAMES - FRAMES // 2))
+    runner.set("prompt_d", "1")                       # weight 0: left out
+    request = runner.controls.request()
+    assert len(request.conditions) == 2
+    weights = [request.weight] + [c.weight for c in request.conditions]
+    total = sum(w if isinstance(w, torch.Tensor) else torch.full((1, FRAMES, 1), float(w)) for w in weights)
+    assert torch.allclose(total, torch.ones_like(total))
+    assert float(request.conditions[1].weight.reshape(-1)[-1]) == pytest.approx(0.6)     # B + C <= 1: as given
+    assert float(request.weight.reshape(-1)[-1]) == pytest.approx(0.2) and float(request.weight.reshape(-1)[0]) == pytest.approx(0.8)

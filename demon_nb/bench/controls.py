@@ -28,7 +28,7 @@ PROBE_VALUES = {
     "x0_target_gate": 0.6, "guidance_scale": 4.0, "apg_momentum": 0.5, "apg_norm_threshold": 0.05,
     "cfg_rescale": 0.7, "dcw_scaler": 0.3, "dcw_high_scaler": 0.3, "lora_strength": 0.3, "prompt_blend": 0.5, "denoise": 0.6,
     "seed": 7, "vary_seed": True, "steps": 6, "shift": 1.5, "init_noise": 0.6, "depth": 2, "gain": 0.5,
-    "mask": 0.5, "feedback": 0.5, "first_look": 2,
+    "mask": 0.5, "feedback": 0.5, "first_look": 2, "prompt_c_weight": 0.5, "prompt_d_weight": 0.5,
 }
 
 
@@ -59,6 +59,8 @@ def preconditions(need: str | None, model, source: torch.Tensor, prompts: tuple[
         "apg": {**guidance, "guidance_kind": "apg"}, "dcw": {"dcw_mode": "double"},
         "lora": {LORA: _random_lora_file(model)},
         "full_cfg": guidance,
+        "prompt_c": {"prompt_c": prompts[1]}, "prompt_c_weight": {"prompt_c_weight": 0.5},
+        "prompt_d": {"prompt_d": prompts[1]}, "prompt_d_weight": {"prompt_d_weight": 0.5},
     }[need]
 
 

@@ -62,6 +62,8 @@ NEEDS: Mapping[str, str] = MappingProxyType({
     "dcw": "needs a DCW mode other than off",
     "lora": "needs a LoRA adapter (inst.load_lora)",
     "full_cfg": "needs CFG mode full or residual-initialize",
+    "prompt_c": "needs a prompt C", "prompt_c_weight": "needs a prompt C weight above 0",
+    "prompt_d": "needs a prompt D", "prompt_d_weight": "needs a prompt D weight above 0",
 })
 
 _ROWS = (
@@ -101,7 +103,15 @@ _ROWS = (
     Spec("prompt_b", "submission", "text", "", needs="prompt_blend", label="prompt B",
          help="a second prompt, blended per frame with A"),
     Spec("prompt_blend", "submission", "curve", 0.0, needs="prompt_b", label="A ↔ B blend",
-         help="weight of prompt B per frame (A gets 1 - w)"),
+         help="weight of prompt B per frame (A gets 1 - w, less the weights of C and D)"),
+    Spec("prompt_c", "submission", "text", "", needs="prompt_c_weight", label="prompt C",
+         help="a third prompt, mixed in per frame by its weight"),
+    Spec("prompt_c_weight", "submission", "curve", 0.0, needs="prompt_c", label="C weight",
+         help="weight of prompt C per frame; weights over 1 in all are normalized"),
+    Spec("prompt_d", "submission", "text", "", needs="prompt_d_weight", label="prompt D",
+         help="a fourth prompt, mixed in per frame by its weight"),
+    Spec("prompt_d_weight", "submission", "curve", 0.0, needs="prompt_d", label="D weight",
+         help="weight of prompt D per frame; weights over 1 in all are normalized"),
     Spec("denoise", "submission", "scalar", 1.0, needs="source",
          help="start lower on the schedule: t_start = S / floor(S / d)"),
     Spec("seed", "submission", "int", 0, 0, MAX_SEED, help="the initial noise and every per-step draw"),

@@ -84,3 +84,18 @@ def check_latent(name: str, value: Any, frames: int, channels: int) -> torch.Ten
     if not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name}: values must be finite (no NaN or inf)")
     return value
+
+
+def prompt_weights(others: list) -> tuple:
+    """Per-frame weights of prompt A and of the other prompts (each a scalar or a ``[1, T, 1]``
+    curve in [0, 1]): with ``s = sum(others)``, ``w_A = max(0, 1 - s)`` and every weight divided
+    by ``w_A + s`` (``= max(1, s)``), so the weights are convex per frame. ``s <= 1`` leaves the
+    others as given (A <-> B blend: ``w_A = 1 - w_B``)."""
+    total_others = sum(others) if others else 0.0
+    if isinstance(total_others, torch.Tensor):
+        w_a = torch.clamp(1.0 - total_others, min=0.0)
+        norm = w_a + total_others
+        return w_a / norm, [w / norm for w in others]
+    w_a = max(0.0, 1.0 - total_others)
+    norm = w_a + total_others
+    return w_a / norm, [w / norm for w in others]

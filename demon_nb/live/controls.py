@@ -18,10 +18,12 @@ from typing import Any, Callable
 import torch
 
 from ..engine.control_table import CONTROLS, spec, validate
+from ..engine.curves import prompt_weights
 from ..engine.request import MAX_SEED, Condition, Request
 from ..engine.ring import Ring
 
 SUBMISSION = tuple(name for name, row in CONTROLS.items() if row.klass == "submission")
+PROMPT_MIX = (("prompt_b", "prompt_blend"), ("prompt_c", "prompt_c_weight"), ("prompt_d", "prompt_d_weight"))
 
 
 class Controls:
@@ -74,7 +76,7 @@ class Controls:
         ring = self.ring
         checked = {name: validate(name, value, ring.frames, ring.channels, ring.device, ring.dtype)
                    for name, value in values.items()}
-        for name in ("prompt_a", "prompt_b", "negative_prompt"):
+        for name in ("prompt_a", "prompt_b", "prompt_c", "prompt_d", "negative_prompt"):
             if name in checked:
                 try:
                     self.condition(checked[name])  # encode now, off the tick thread; errors surface here
@@ -118,13 +120,14 @@ class Controls:
             v, version = dict(self._values), self.version
             self._births += 1
             birth = self._births
-        blend = v["prompt_blend"]
-        has_b = v["prompt_b"].strip() != "" and not (isinstance(blend, float) and blend == 0.0)
-        conditions = ()
+        # prompts B, C, D with their per-frame weights; A takes the rest (curves.prompt_weights)
+        mixed = [(v[text], v[weight]) for text, weight in PROMPT_MIX
+                 if v[text].strip() != "" and not (isinstance(v[weight], float) and v[weight] == 0.0)]
         weight: Any = 1.0
-        if has_b:
-            conditions = (Condition(self.condition(v["prompt_b"]), weight=blend),)
-            weight = 1.0 - blend
+        conditions = ()
+        if mixed:
+            weight, others = prompt_weights([w for _, w in mixed])
+            conditions = tuple(Condition(self.condition(text), weight=w) for (text, _), w in zip(mixed, others))
         seed = (v["seed"] + birth) % (MAX_SEED + 1) if v["vary_seed"] else v["seed"]
         source, newest = v["source"], self.newest
         if source is not None and v["feedback"] > 0 and newest is not None and newest.shape == source.shape:

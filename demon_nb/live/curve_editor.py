@@ -32,7 +32,8 @@ class CurveSpec:
     default: float
 
 
-DRAWN = ("source_blend", "velocity_scale", "guidance_scale", "x0_target_strength", "init_noise", "prompt_blend", "mask")
+DRAWN = ("source_blend", "velocity_scale", "guidance_scale", "x0_target_strength", "init_noise", "prompt_blend",
+         "prompt_c_weight", "prompt_d_weight", "mask")
 
 
 def _curve_spec(name: str) -> CurveSpec:

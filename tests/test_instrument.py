@@ -244,10 +244,14 @@ def test_builtin_piece_and_target_toggle(inst):
 
 def test_a_denied_microphone_shows_a_message(inst, monkeypatch):
     monkeypatch.setattr(sp, "MIC_TIMEOUT_S", 0.05)
-    recorder = inst.sources.recorder
-    recorder.recording = True
-    recorder.recording = False                           # stopped, no audio ever arrived
+    button, recorder = inst.sources.record_button, inst.sources.recorder
+    button.value = True                                  # our toggle drives the page's recorder
+    assert recorder.recording is True and "recording" in inst.sources.message.value
+    assert button.description == "■ stop"
+    button.value = False                                 # stopped, no audio ever arrived
+    assert recorder.recording is False and button.description == "● record"
     assert wait_until(lambda: "microphone" in inst.sources.message.value and "denied" in inst.sources.message.value, 3)
+    assert recorder.layout.display == "none"             # its own (page-only) button is hidden
 
 
 def test_decode_audio_rejects_broken_files_and_keeps_names_inside_the_temp_folder():

@@ -206,6 +206,11 @@ class SourcePicker:
 
     # -- microphone (ipywebrtc) -------------------------------------------------------------
     def _microphone(self) -> W.Widget:
+        """Our own record toggle drives ipywebrtc's recorder from the kernel (``recorder.recording``
+        syncs to the page, whose recorder model starts and stops the MediaRecorder). The recorder's
+        own view is hidden (kept in the tree so closing the picker closes it): its button changes
+        ``recording`` in the page only, so the kernel never learns that a recording started or
+        stopped."""
         try:
             from ipywebrtc import AudioRecorder, CameraStream
         except ImportError:
@@ -213,9 +218,19 @@ class SourcePicker:
         stream = CameraStream(constraints={"audio": True, "video": False})
         self.recorder = AudioRecorder(stream=stream, format="webm", codecs="opus")
         self.recorder.audio.observe(self._on_recording, names="value")
-        self.recorder.observe(self._on_recording_state, names="recording")
-        return W.VBox([W.HTML("<small>microphone (record, then stop; the browser asks for permission)</small>"),
-                       self.recorder])
+        self.recorder.layout.display = "none"
+        self.record_button = W.ToggleButton(value=False, description="● record", tooltip="record from the microphone",
+                                            layout=W.Layout(width="120px"))
+        self.record_button.add_class("demon-mic-record")
+        self.record_button.observe(self._on_record_button, names="value")
+        return W.HBox([self.record_button, self.recorder,
+                       W.HTML("<small>microphone: record, then stop (the browser asks for permission)</small>")])
+
+    def _on_record_button(self, change) -> None:
+        recording = bool(change["new"])
+        self.record_button.description = "■ stop" if recording else "● record"
+        self.recorder.recording = recording
+        self._on_recording_state({"new": recording})
 
     def _on_recording(self, change) -> None:
         self._mic_seen += 1

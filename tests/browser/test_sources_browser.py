@@ -19,7 +19,8 @@ Then ``inst.get('source')`` is a latent ``[frames, channels]``, the next complet
 with it (their request carries that very latent) and differ from the ones before, closer to the
 source. First, in the session's Chromium (no capture device; its own small instrument, closed
 before the other one starts) a recording with no microphone: the picker must say that no audio
-arrived (xfail: see the marker's reason).
+arrived. The picker's own record toggle drives ipywebrtc's recorder from the kernel (the
+recorder's own button changed `recording` in the page only, so the kernel never knew).
 """
 
 from __future__ import annotations
@@ -120,10 +121,6 @@ def assert_source_changes_the_output(lab: Lab, chosen: str) -> dict:
     return after
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ipywebrtc 0.6's record button sets the AudioRecorder's `recording` in the page without "
-    "save_changes(), so SourcePicker._on_recording_state never runs in the kernel: no "
-    "'recording...' line and no 'no audio arrived' message when the microphone is missing or denied"))
 def test_missing_microphone_says_so_in_the_picker(lab_server, browser, artifacts):
     """The session's Chromium has no capture device (getUserMedia: NotFoundError): record, stop;
     the picker must say that no audio arrived (MIC_TIMEOUT_S = 4 s after the stop). The small
@@ -134,9 +131,10 @@ def test_missing_microphone_says_so_in_the_picker(lab_server, browser, artifacts
         lab.write_notebook("nomic.ipynb", ["import demon_nb\ninst = demon_nb.instrument('analytic', threads=None)"])
         lab.open("nomic.ipynb")
         lab.run_all(timeout=180)
-        record = lab.page.locator(".demon-source-picker .widget-play button:has(i.fa-circle)").first
+        record = lab.page.locator(".demon-source-picker .demon-mic-record").first
         record.scroll_into_view_if_needed()
         record.click()
+        lab.wait_for(f"() => ({MESSAGE_JS})().includes('recording')", timeout=20, describe=MESSAGE_JS)
         lab.page.wait_for_timeout(1000)
         record.click()
         seen = lab.kernel_json("{'mic_seen': inst.sources._mic_seen, 'alive': inst.runner.alive}")
@@ -208,7 +206,7 @@ def test_microphone_recording_becomes_a_source_that_changes_the_output(mic_lab):
     same = lab.kernel_json("bool(_torch.equal(_before[1].latent, _first_before))")
     assert same is True, "without a source the output is not what it was before the upload"
 
-    record = lab.page.locator(".demon-source-picker .widget-play button:has(i.fa-circle)").first
+    record = lab.page.locator(".demon-source-picker .demon-mic-record").first
     record.scroll_into_view_if_needed()
     record.click()
     # recording: the page's MediaRecorder runs on the fake microphone

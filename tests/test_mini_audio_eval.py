@@ -181,3 +181,22 @@ def test_shipped_model_beats_random_init_in_decoded_audio(models):
     assert mini["key_notes"] >= rand["key_notes"] + 0.3, figures
     assert mini["pulse_clarity"] > 1.5 * rand["pulse_clarity"], figures
     assert mini["tempo_error_median"] < 0.03 < rand["tempo_error_median"], figures
+
+
+def test_the_lora_section_classifies_renders_with_the_adapter_off_and_on(tmp_path):
+    from safetensors.torch import save_file
+
+    from demon_nb.bench.mini import lora_section
+    from demon_nb.models.lora import random_adapter
+    from demon_nb.models.mini import load
+
+    model = load()
+    dit = model.denoiser.lora_target()
+    path = tmp_path / "lora-jazz.safetensors"
+    save_file(random_adapter(dit, scale=0.2), str(path))
+    out = lora_section(model, str(path), "jazz", n=2)
+    assert out["style"] == "jazz" and out["renders"] == 2
+    assert 0.0 <= out["accuracy_off"] <= 1.0 and 0.0 <= out["accuracy_on"] <= 1.0
+    assert not getattr(dit, "peft_config", None)        # the adapter is gone again: the shared model is clean
+    with pytest.raises(ValueError, match="style"):
+        lora_section(model, str(path), "polka", n=1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 import sys
 import time
 
@@ -30,6 +31,7 @@ import torch
 from . import bench_parser
 
 HELD_OUT = 10**9  # composer seeds from here on are never used for training
+LORA_SEEDS = HELD_OUT + 900_000  # the LoRA section's reference and test pieces
 AUDIO_SEEDS = HELD_OUT + 100_000  # audio prompts: disjoint from the latent prompts and roundtrip pieces
 AUDIO_TWINS = HELD_OUT + 200_000  # ground truth of seed 1: same style, key and tempo, another piece
 # issue #16's goals: mini / ground truth ratios, over-full-scale renders, classifier accuracy
@@ -189,6 +191,37 @@ def audio_section(model, base, n: int, cfg_mode: str | None = None, guidance_sca
     }
 
 
+def lora_section(model, path: str, style: str, n: int = 12) -> dict:
+    """Does a style LoRA make mini sound like its style? ``n`` held-out prompts of ``style`` rendered
+    with the adapter off and at strength 1 (same prompts and noise), each classified by a nearest
+    centroid on MFCC statistics trained on the composer's own renders of every style (2 per
+    style); ``accuracy_*`` is the share heard as ``style``."""
+    from demon_nb.models.lora import LoraAdapters
+    from demon_nb.models.mini import audio_eval as AE
+    from demon_nb.models.mini.composer import STYLE_NAMES, compose_raw
+    from demon_nb.models.mini.train_lora import resolve_style
+
+    style = resolve_style(style)
+    reference = [compose_raw(LORA_SEEDS + i, style=STYLE_NAMES[i % len(STYLE_NAMES)]) for i in range(2 * len(STYLE_NAMES))]
+    ref_rows = audio_rows(model.codec, [r for r, _, _ in reference], [m for _, _, m in reference])
+    ref_x, ref_y = np.stack([r["mfcc"] for r in ref_rows]), np.asarray([m["style"] for _, _, m in reference])
+    pieces = [compose_raw(LORA_SEEDS + 1000 + i, style=style) for i in range(n)]
+    prompts, metas, seeds = [c for _, c, _ in pieces], [m for _, _, m in pieces], list(range(n))
+    adapters = LoraAdapters(model.denoiser)
+    out = {"style": style, "renders": n, "file": str(path)}
+    for label, strength in (("off", None), ("on", 1.0)):
+        if strength is not None:
+            adapters.stage(adapters.read(path))
+            adapters.apply(strength)
+        latents, _ = generate(model, prompts, seeds)
+        rows = audio_rows(model.codec, [model.codec.denormalize(z.float()).numpy() for z in latents], metas)
+        guess = AE.nearest_centroid(ref_x, ref_y, np.stack([r["mfcc"] for r in rows]))
+        out[f"accuracy_{label}"] = round(float(np.mean(guess == style)), 4)
+    adapters.unload()
+    adapters.apply(1.0)
+    return out
+
+
 def _finite(x: float, digits: int = 4):
     return round(float(x), digits) if np.isfinite(x) else None
 
@@ -203,6 +236,9 @@ def main(argv: list[str]) -> int:
                    help="held-out prompts (x 2 seeds) for the audio-domain section (default 24; >= 10 for "
                         "every style in the classifier's training set)")
     p.add_argument("--no-audio", action="store_true", help="skip the audio-domain section")
+    p.add_argument("--lora", default=None, help="a style LoRA (train-lora's output): the style classifier on its "
+                                                "style's prompts, adapter off vs at strength 1")
+    p.add_argument("--lora-style", default=None, help="the LoRA's style (default: from a lora-STYLE file name)")
     a = p.parse_args(argv)
     if a.prompts < 1:
         p.error("--prompts: expected >= 1")
@@ -240,6 +276,9 @@ def main(argv: list[str]) -> int:
     }
     if not a.no_audio:
         result["audio"] = audio_section(model, base, a.audio_prompts, a.cfg_mode, a.guidance_scale)
+    if a.lora:
+        style = a.lora_style or Path(a.lora).stem.removeprefix("lora-")
+        result["lora"] = lora_section(model, a.lora, style)
     print(json.dumps(result))
     return 0
 

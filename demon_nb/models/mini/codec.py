@@ -1,19 +1,45 @@
-"""``SynthCodec``: a transparent synthesizer codec on the ACE-Step latent grid.
+"""``SynthCodec``: a transparent synthesizer codec on the ACE-Step latent grid (decode: issue #16).
 
-decode: every pitched channel is a sine at its MIDI frequency whose amplitude is
-interpolated linearly from frame ``f`` (at sample ``f*hop``) to frame ``f+1``;
-the phase is ``omega * n`` with ``n`` the absolute sample index, so a decoded
-window equals the same samples of a full decode.  Per frame block the synthesis
-is one matmul: ``sin(w(n0+j)) = sin(w n0) cos(w j) + cos(w n0) sin(w j)``.
-Drums are fixed band-limited one-shots started at frame boundaries
-(``out[f] = sum_d trig[f-d] * template[d]``, also one matmul).
+Notes: ``a = relu(notes)``; **haze gate** ``a *= smoothstep((a - GATE[0]) / (GATE[1] - GATE[0]))`` (silent
+under 0.08, untouched over 0.15, a C1 fade between); **caps** ``a /= max(1, ||a||_2)`` (the composer keeps
+1) and ``a /= max(1, ||a||_1 / L1_MAX)``; ``gain = clamp(dynamics, 0, 1)``.  Channel ``m`` is a sine at its
+MIDI frequency, amplitude ``gain a_m`` interpolated linearly from frame ``f`` (sample ``f*hop``) to ``f+1``,
+phase ``omega n`` with ``n`` the absolute sample (a decoded window equals the same samples of a full
+decode), plus a shimmer partial (MIDI 96-107) at ``SHIMMER b`` (``b = brightness``).  **Timbre** by ``b``
+(:func:`drawbars`, organ drawbars: a sine pad for lofi/ambient, a fuller tone for rock/disco/techno):
+octave partials ``2f``, ``4f`` at ``c2 = DRAWBARS[0] b``, ``c4 = DRAWBARS[1] b^2`` where they land under
+MIDI 74 (the melody register stays clean), all partials ``/ sqrt(1 + c2^2 + c4^2)``; octaves keep pitch
+classes and fold exactly onto the sines 12 and 24 channels up.  One matmul per frame block:
+``sin(w(n0+j)) = sin(w n0) cos(w j) + cos(w n0) sin(w j)``.
 
-encode: windowed projections onto the note frequencies (window per octave,
-``W = 2 / semitone_spacing`` so a neighbouring semitone sits on the Hann null),
-band-energy onsets for drums, shimmer/fundamental ratio for brightness, the
-L2 norm of the pitched amplitudes for dynamics, and the groove clock fitted to the
-kick + snare onsets (``metrics.beat_grid``; zeros when there are no drums).
-The clock channels are silent in ``decode``.
+Drums (trigger ``x``): **peak picking** ``m[f] = h((x[f] - x[f-1]) / PEAK_TAU) h((x[f] - x[f+1]) / PEAK_TAU)``,
+``h(d) = (1 + d / sqrt(1 + d^2)) / 2``: ~1 on a local maximum over +-1 frame, ~0 elsewhere (a smeared
+block becomes one hit per peak), continuous, and with a derivative that does not vanish, so the
+autograd probe of ``engine.receptive_field`` measures the declared reach.  **Gate** ``relu(x) sigmoid((x -
+DRUM_GATE) / DRUM_GATE_TAU)`` (the trigger floor under the composer's softest hit), **squash**
+``sat(., DRUM_KNEE, 1)`` into ``[0, 1)``: ``p = squash(gate(x) m) gain``.  A hit at ``g`` plays the fixed
+one-shot ``T_d`` (``DRUM_FRAMES`` frames) times ``p[g]``; a later hit ``g'`` of the same drum **chokes** it,
+times ``1 - k[g']`` with ``k = 1 - (1 - p)^3 >= p``, through a ``CHOKE_SAMPLES`` fade ``r`` (1 -> 0).
+
+**Output**: ``y = sat(OUT_GAIN (tonal + drums), OUT_KNEE, OUT_CEIL)`` per sample, ``sat(x, k, c) = x`` for
+``|x| <= k``, else ``sign(x) (k + (c - k) tanh((|x| - k) / (c - k)))``: identity in the normal range
+(the composer's music but rare peaks), C1, under ``c``.  **Bound**, any finite latent: ``|y| <= OUT_CEIL
+= 0.99`` (``tanh <= 1``).  Before ``sat``, the sum of the maximum contributions (:meth:`SynthCodec.mix_bound`,
+2.52) is ``|x| <= OUT_GAIN (P L1_MAX + sum_d B_d)``.  Tonal: a frame's partials sum to ``gain (1 + c2 + c4
++ SHIMMER b) ||a||_1 / sqrt(1 + c2^2 + c4^2) <= P ||a||_1``, ``P = 1.87`` (increasing in ``b``; at ``b = 1``),
+and interpolation is a convex combination.  Drum ``d`` at sample ``n`` of frame ``f``: the new hit
+``p[f] |T_d0(n)|`` plus the earlier ones ``S (1 - k[f] + k[f] r(n)) M_d(n)``, ``T_dj`` the one-shot's
+``j``-th frame, ``M_d(n) = max_{j>=1} |T_dj(n)|``, ``S = sum_{j>=1} p[f-j] prod_{0<e<j} (1 - k[f-e]) <= 1 -
+prod_j (1 - k[f-j]) <= 1`` as ``p <= k <= 1``: so ``<= B_d = max_n max(|T_d0(n)| + r(n) M_d(n), M_d(n))``
+= 1.85, 2.34, 1.54, 1.26 (kick, snare, hat, perc; pan <= 1): one hit's worth however many overlap.
+Reach ``(DRUM_FRAMES, 1)``: frame ``f`` hears the hits of ``f - 3 .. f``, whose peak picking reads one
+frame more each side, and the note interpolation reads ``f + 1``; the rest is pointwise in time.
+
+encode: windowed projections onto the note frequencies (window per octave, ``W = 2 / semitone_spacing``
+so a neighbouring semitone sits on the Hann null), band-energy onsets for drums, shimmer/fundamental ratio
+for brightness (the 12 shimmer frequencies counted once each; drawbars taken back off the notes they land
+on, :func:`undrawbar`), the L2 norm of the pitched amplitudes for dynamics, and the groove clock fitted to
+the kick + snare onsets (``metrics.beat_grid``; zeros without drums), silent in ``decode``.
 """
 
 from __future__ import annotations
@@ -35,6 +61,15 @@ DRUM_BANDS = ((20.0, 56.0), (4200.0, 7000.0), (11500.0, 20000.0), (7500.0, 10500
 DRUM_LEVELS = (2.0, 0.9, 0.5, 0.6)
 DRUM_PAN = ((1.0, 1.0), (1.0, 0.9), (0.8, 1.0), (1.0, 0.7))
 ONSET_WINDOWS = (1920, 960, 480, 480)  # samples after/before a frame start used to measure each drum onset
+GATE = (0.08, 0.15)  # note amplitudes under 0.08 are silent, over 0.15 untouched (smoothstep between)
+L1_MAX = 3.0  # cap of the sum of the note amplitudes (the composer's chords stay under 2.7)
+PEAK_TAU = 0.02  # peak picking: trigger difference to a neighbour that counts as "clearly above"
+DRUM_GATE, DRUM_GATE_TAU = 0.45, 0.015  # trigger gate, logistic: the composer's softest hit (0.48) keeps 0.88
+DRUM_KNEE = 0.8  # trigger squash: identity up to 0.8, then smoothly into [0.8, 1)
+CHOKE_SAMPLES = 96  # 2 ms crossfade from a choked hit to the next hit of the same drum
+OUT_KNEE, OUT_CEIL = 0.8, 0.99  # output saturation: identity up to 0.8, never above 0.99
+DRAWBARS = (0.35, 0.15)  # octave partials 2f, 4f at DRAWBARS[0] b and DRAWBARS[1] b^2 (b = brightness)
+DRAWBAR_TOP = 38  # ... that land on the note channels under MIDI 74 only (the melody register stays clean)
 
 
 def _band_noise(rng: np.random.Generator, n: int, lo: float, hi: float, sr: int) -> np.ndarray:
@@ -61,36 +96,112 @@ def drum_templates(sr: int = L.SAMPLE_RATE, hop: int = L.HOP) -> np.ndarray:
     return out * np.asarray(DRUM_LEVELS)[:, None]
 
 
+def choke_ramp(n: int) -> np.ndarray:
+    """``r[j]``: raised cosine from 1 (j = 0) to 0 over ``CHOKE_SAMPLES`` samples, then 0 (``[n]``)."""
+    return 0.5 + 0.5 * np.cos(np.pi * np.minimum(np.arange(n), CHOKE_SAMPLES) / CHOKE_SAMPLES)
+
+
+def saturate(x: torch.Tensor, knee: float, ceil: float) -> torch.Tensor:
+    """``x`` for ``|x| <= knee``, else ``sign(x) (knee + (ceil - knee) tanh((|x| - knee) / (ceil - knee)))``:
+    odd, monotone, C1, ``|sat(x)| < ceil`` (``<= ceil`` in floating point) for every ``x``."""
+    ax, width = x.abs(), ceil - knee
+    return torch.sign(x) * (ax.clamp(max=knee) + width * torch.tanh((ax - knee).clamp(min=0.0) / width))
+
+
+def soft_step(d: torch.Tensor) -> torch.Tensor:
+    """Algebraic sigmoid ``(1 + d / sqrt(1 + d^2)) / 2``: 0..1; unlike the logistic's, its derivative
+    ``1 / (2 (1 + d^2)^1.5)`` stays non-zero in float32 for the trigger differences of real latents."""
+    return 0.5 + 0.5 * d * torch.rsqrt(1.0 + d * d)
+
+
+def note_amplitudes(pitched: torch.Tensor) -> torch.Tensor:
+    """Raw pitched channels ``[..., 54]`` -> sounding amplitudes: relu, haze gate, L2 cap 1, L1 cap ``L1_MAX``."""
+    a = pitched.clamp(min=0.0)
+    u = ((a - GATE[0]) / (GATE[1] - GATE[0])).clamp(0.0, 1.0)
+    a = a * (u * u * (3.0 - 2.0 * u))
+    a = a / torch.linalg.vector_norm(a, dim=-1, keepdim=True).clamp(min=1.0)
+    return a / (a.sum(-1, keepdim=True) / L1_MAX).clamp(min=1.0)
+
+
+def drawbar_levels(b):
+    """``(c2, c4, norm)`` at brightness ``b``: ``DRAWBARS[0] b``, ``DRAWBARS[1] b^2``, ``sqrt(1 + c2^2 + c4^2)``."""
+    c2, c4 = DRAWBARS[0] * b, DRAWBARS[1] * b * b
+    return c2, c4, (1.0 + c2 * c2 + c4 * c4) ** 0.5
+
+
+def drawbars(amps: torch.Tensor, bright: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Amplitudes ``[..., 54]``, brightness ``[..., 1]`` -> ``(note-grid partials, shimmer)``: note ``m``'s
+    ``2f``, ``4f`` are the frequencies and phases of channels ``m + 12``, ``m + 24`` (no extra oscillator)."""
+    c2, c4, norm = drawbar_levels(bright)
+    zero = torch.zeros_like(amps)
+    up = c2 * torch.cat([zero[..., :12], amps[..., :-12]], -1) + c4 * torch.cat([zero[..., :24], amps[..., :-24]], -1)
+    low = (torch.arange(amps.shape[-1], device=amps.device) < DRAWBAR_TOP).to(amps)
+    return (amps + up * low) / norm, amps * (SHIMMER * bright) / norm
+
+
+def undrawbar(fund: torch.Tensor, shim_sum: torch.Tensor, iterations: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Measured note-grid amplitudes ``[..., 54]``, summed shimmer ``[...]`` -> ``(amplitudes, brightness)``:
+    the octaves add in phase, ``y_m = (x_m + c2 x_{m-12} + c4 x_{m-24}) / norm``, solved octave by octave
+    from the bass up (clamped at 0), alternating with ``b = shim_sum norm / (SHIMMER sum x)``."""
+    b = (shim_sum / (SHIMMER * fund.sum(-1) + 1e-6)).clamp(0.0, 1.0)
+    for _ in range(iterations + 1):
+        c2, c4, norm = (v[..., None] for v in drawbar_levels(b))
+        x = fund * norm
+        parts = [x[..., :12]]
+        for lo in range(12, DRAWBAR_TOP, 12):
+            hi = min(lo + 12, DRAWBAR_TOP)
+            sub = c2 * parts[-1][..., : hi - lo] + (c4 * parts[-2][..., : hi - lo] if lo >= 24 else 0.0)
+            parts.append((x[..., lo:hi] - sub).clamp(min=0.0))
+        x = torch.cat(parts + [x[..., DRAWBAR_TOP:]], -1)
+        b = (shim_sum * norm[..., 0] / (SHIMMER * x.sum(-1) + 1e-6)).clamp(0.0, 1.0)
+    return x, b
+
+
+def drum_velocities(trig: torch.Tensor) -> torch.Tensor:
+    """Raw triggers ``[B, T, 4]`` -> velocities in ``[0, 1)``: peak picking over +-1 frame (0-padded), gate, squash."""
+    pad = F.pad(trig, (0, 0, 1, 1))
+    peak = soft_step((trig - pad[:, :-2]) / PEAK_TAU) * soft_step((trig - pad[:, 2:]) / PEAK_TAU)
+    gated = trig.clamp(min=0.0) * torch.sigmoid((trig - DRUM_GATE) / DRUM_GATE_TAU)
+    return saturate(gated * peak, DRUM_KNEE, 1.0)
+
+
 class SynthCodec:
-    """Codec protocol: 48 kHz stereo, hop 1920, 64 channels, ``receptive_field = (3, 1)``."""
+    """Codec protocol: 48 kHz stereo, hop 1920, 64 channels, ``receptive_field = (4, 1)``."""
 
     sample_rate = L.SAMPLE_RATE
     hop = L.HOP
     channels = L.CHANNELS
     audio_channels = L.AUDIO_CHANNELS
-    receptive_field = (DRUM_FRAMES - 1, 1)
+    receptive_field = (DRUM_FRAMES, 1)  # one-shots + peak picking; note interpolation
 
     def __init__(self) -> None:
         hop = self.hop
         midi = L.pitched_midi()
         f0 = L.midi_to_hz(midi)
-        self._omega = 2 * np.pi * np.concatenate([f0, f0 * L.shimmer_ratio(midi)]) / self.sample_rate  # [116]
+        self._omega = 2 * np.pi * np.concatenate([f0, f0 * L.shimmer_ratio(midi)]) / self.sample_rate  # [108]
         j = np.arange(hop, dtype=np.float64)
         u = j / hop
         wj = self._omega[:, None] * j[None, :]
         cos, sin = np.cos(wj), np.sin(wj)
         basis = np.concatenate([(1 - u) * cos, (1 - u) * sin, u * cos, u * sin], axis=0)
         self._basis = torch.from_numpy(basis).float()  # [4K, hop]
-        tm = drum_templates().reshape(4, DRUM_FRAMES, hop)
-        # rows ordered (shift d, drum); columns = samples; one matrix per stereo side
-        self._drums = [
-            torch.from_numpy(np.concatenate([tm[:, d, :] * np.asarray(DRUM_PAN)[:, side, None] for d in range(DRUM_FRAMES)])).float()
-            for side in (0, 1)
-        ]
-        self.mean = torch.tensor(MEAN, dtype=torch.float32)
-        self.std = torch.tensor(STD, dtype=torch.float32)
+        tm, ramp = drum_templates().reshape(4, DRUM_FRAMES, hop), choke_ramp(hop)
+        # rows (shift d, drum) playing on, then (shift d >= 1, drum) fading out; one matrix per stereo side
+        rows = [tm[:, d, :] for d in range(DRUM_FRAMES)] + [tm[:, d, :] * ramp for d in range(1, DRUM_FRAMES)]
+        self._drums = [torch.from_numpy(np.concatenate([r * np.asarray(DRUM_PAN)[:, k, None] for r in rows])).float()
+                       for k in (0, 1)]
+        self.mean, self.std = torch.tensor(MEAN, dtype=torch.float32), torch.tensor(STD, dtype=torch.float32)
         self._groups = self._analysis_groups(midi, f0)
+        self._pc_count = torch.from_numpy(np.bincount(midi % 12)[midi % 12]).float()  # channels per pitch class
         self._drum_ref = self._calibrate_drums()
+        a = np.abs(tm)
+        later = a[:, 1:].max(1)  # M_d(n): the loudest earlier hit at sample n of a frame
+        self.drum_bounds = np.maximum(a[:, 0] + ramp * later, later).max(1)  # B_d, module docstring
+
+    def mix_bound(self) -> float:
+        """Upper bound of ``|mix_raw|`` over every latent: ``OUT_GAIN (P L1_MAX + sum_d B_d)`` (module docstring)."""
+        c2, c4, norm = drawbar_levels(1.0)
+        return float(OUT_GAIN * ((1.0 + c2 + c4 + SHIMMER) / norm * L1_MAX + self.drum_bounds.sum()))
 
     # ------------------------------------------------------------------ normalization
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
@@ -104,19 +215,20 @@ class SynthCodec:
     # ------------------------------------------------------------------ decode
     def decode(self, latent: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """latent ``[B, T, 64]`` (normalized) -> audio ``[B, 2, T*hop]``; ``offset`` = absolute first frame."""
-        z = _as_latent(latent)
-        raw = self.denormalize(z.float())
-        return self.decode_raw(raw, offset=offset)
+        return self.decode_raw(self.denormalize(_as_latent(latent).float()), offset=offset)
 
     def decode_raw(self, raw: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Synthesis from raw (unnormalized) channels, see module docstring."""
+        """Synthesis from raw (unnormalized) channels, see module docstring: ``|audio| <= OUT_CEIL``."""
+        return saturate(self.mix_raw(raw, offset=offset), OUT_KNEE, OUT_CEIL)
+
+    def mix_raw(self, raw: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """The mix before the output saturation, ``[B, 2, T*hop]``; ``|mix| <= self.mix_bound()`` (2.52)."""
         if not isinstance(offset, (int, np.integer)) or offset < 0:
             raise ValueError(f"offset: expected a non-negative int frame index, got {offset!r}")
         b, t, _ = raw.shape
-        gain = raw[..., L.DYNAMICS].clamp(0.0, 1.5)[..., None]
-        amps = raw[..., L.PITCHED].clamp(min=0.0) * gain
-        shimmer = amps * (SHIMMER * raw[..., L.BRIGHT].clamp(0.0, 1.0))[..., None]
-        a = torch.cat([amps, shimmer], dim=-1)  # [B, T, K]
+        gain = raw[..., L.DYNAMICS].clamp(0.0, 1.0)[..., None]
+        amps = note_amplitudes(raw[..., L.PITCHED]) * gain
+        a = torch.cat(drawbars(amps, raw[..., L.BRIGHT].clamp(0.0, 1.0)[..., None]), dim=-1)  # [B, T, K]
         a_next = torch.cat([a[:, 1:], a[:, -1:]], dim=1)
         n0 = (np.arange(t, dtype=np.float64) + offset) * self.hop
         phase = np.mod(self._omega[None, :] * n0[:, None], 2 * np.pi)
@@ -124,11 +236,21 @@ class SynthCodec:
         c = torch.from_numpy(np.cos(phase)).float()
         coef = torch.cat([a * s, a * c, a_next * s, a_next * c], dim=-1)  # [B, T, 4K]
         tonal = (coef @ self._basis).reshape(b, t * self.hop)
-        trig = raw[..., L.DRUMS].clamp(min=0.0) * gain  # [B, T, 4]
-        shifted = torch.cat([F.pad(trig, (0, 0, d, 0))[:, :t] for d in range(DRUM_FRAMES)], dim=-1)
-        left = (shifted @ self._drums[0]).reshape(b, -1)
-        right = (shifted @ self._drums[1]).reshape(b, -1)
-        return OUT_GAIN * torch.stack([tonal + left, tonal + right], dim=1)
+        coef = self._drum_coefficients(drum_velocities(raw[..., L.DRUMS]) * gain)
+        return OUT_GAIN * torch.stack([tonal + (coef @ side).reshape(b, -1) for side in self._drums], dim=1)
+
+    @staticmethod
+    def _drum_coefficients(p: torch.Tensor) -> torch.Tensor:
+        """Velocities ``p [B, T, 4]`` -> weights of ``self._drums``' rows: hit ``f - d`` at frame ``f`` is ``p[f-d]
+        prod_{0<e<d} (1 - k[f-e])`` (not choked since) times ``1 - k[f]`` (plays on) or ``k[f]`` (fades out)."""
+        t, keep = p.shape[1], (1.0 - p) ** 3  # 1 - k, k = 1 - (1 - p)^3 >= p
+        on, choked, alive = [p], [], torch.ones_like(p)  # alive = prod_{0<e<d} (1 - k[f-e])
+        for d in range(1, DRUM_FRAMES):
+            w = F.pad(p, (0, 0, d, 0))[:, :t] * alive
+            on.append(w * keep)
+            choked.append(w * (1.0 - keep))
+            alive = alive * F.pad(keep, (0, 0, d, 0))[:, :t]
+        return torch.cat(on + choked, dim=-1)
 
     # ------------------------------------------------------------------ encode
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
@@ -164,13 +286,14 @@ class SynthCodec:
             k = k2 // 2
             fund.append(amp[..., :k])
             shim.append(amp[..., k:])
-        fund = torch.cat(fund, -1) / OUT_GAIN  # = gain * a
+        # every note of a pitch class has its shimmer partial on the same frequency (MIDI 96-107), so
+        # each of the 12 is measured by 4-5 channels: count it once (the mean over its channels)
         shim = torch.cat(shim, -1) / OUT_GAIN
+        fund, bright = undrawbar(torch.cat(fund, -1) / OUT_GAIN, (shim / self._pc_count).sum(-1))  # gain * a, b
         dyn = torch.linalg.vector_norm(fund, dim=-1)  # composer keeps ||a|| = 1
         safe = dyn.clamp(min=1e-4)[..., None]
         sounding = (dyn > 1e-3)[..., None]
         notes = torch.where(sounding, fund / safe, torch.zeros_like(fund))
-        bright = (shim.sum(-1) / (SHIMMER * fund.sum(-1) + 1e-6)).clamp(0.0, 1.0)
         bright = torch.where(sounding[..., 0], bright, torch.zeros_like(bright))
         drums = self._onsets(x, t) / self._drum_ref / OUT_GAIN
         drums = torch.where(sounding, drums / safe, drums)

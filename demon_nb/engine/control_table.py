@@ -125,7 +125,7 @@ _ROWS = (
     Spec("cfg_mode", "submission", "choice", "none", choices=CFG_MODES, needs="guidance_scale", label="CFG mode",
          help="none, full (negative forward each step), residual-initialize (once), residual-self (free)"),
     Spec("steps", "submission", "int", 8, 1, MAX_STEPS, ui=(1, 32, 1), help="solver steps of each new slot"),
-    Spec("first_look", "submission", "int", 4, 0, MAX_STEPS, ui=(0, 16, 1), label="first look steps",
+    Spec("first_look", "submission", "int", 3, 0, MAX_STEPS, ui=(0, 16, 1), label="first look steps",
          help="a submission change is first heard from a slot with this many steps, then at full quality "
               "(0 or >= steps: one full-quality express slot)"),
     Spec("shift", "submission", "scalar", None, 0.05, 20.0, ui=(0.5, 10.0, 0.25), optional=True,

@@ -91,10 +91,6 @@ class Instrument:
         self.runner = Runner(self.model, depth=depth, steps=steps, prompt=prompt, seed=seed, window_s=window_s,
                              max_ticks_per_s=max_ticks_per_s)
         codec = self.model.codec
-        self.audio = AudioOut(sample_rate=codec.sample_rate, channels=codec.audio_channels,
-                              loop_samples=self.runner.player.loop_samples, dtype=transport,
-                              transport_encoding=transport_encoding)
-        self.audio.attach(self.runner.player)
         self.latency = LatencyTracker()
         self.patches_sent = 0
         self.resends = 0
@@ -102,12 +98,20 @@ class Instrument:
         self._ready = False
         self._send_lock = threading.Lock()
         self._take: Take | None = None
+        self.audio: AudioOut | None = None
         self.runner.on_patch(self._on_patch)
         if autostart:
-            # Sound first: the page handles messages in order, so the first patch goes out before
-            # the comm messages of the heavier widgets below (curves, views), not after them.
+            # Sound first: the loop is rendered before the audio widget exists, so the page's
+            # audio starts with the whole loop waiting for it (patches that reach the page before
+            # its audio widget has started are lost; the next ones are buffered until it plays).
             self.runner.start()
             self.runner.wait_patch(timeout=FIRST_PATCH_WAIT_S)
+        self.audio = AudioOut(sample_rate=codec.sample_rate, channels=codec.audio_channels,
+                              loop_samples=self.runner.player.loop_samples, dtype=transport,
+                              transport_encoding=transport_encoding)
+        self.audio.attach(self.runner.player)
+        if self.runner.first_patch_at is not None:
+            self._send_loop()
         self.panel = ControlsPanel(self.runner, self.set)
         self.curves = CurveEditors(self.model.frames, self.set)
         self.sources = SourcePicker(self.model, self.set, microphone=microphone)
@@ -286,7 +290,7 @@ class Instrument:
         if take is not None and self.runner.last_completion is not None:
             take.on_completion(self.runner.last_completion.latent)
         with self._send_lock:
-            if not self.closed:
+            if not self.closed and self.audio is not None:
                 self.audio.send_patch(patch)
                 self.patches_sent += 1
 
@@ -298,6 +302,11 @@ class Instrument:
             self._ready = True
             if getattr(self.audio, "ready_events", 1) > 1:
                 return
+        self._send_loop()
+
+    def _send_loop(self) -> None:
+        """Send the whole loop rendered so far, from the player's mirror (0.5 s chunks)."""
+        with self._send_lock:
             self.resends += 1
             chunk = max(1, self.audio.sample_rate // 2)
             for patch in self.runner.player.mirror.patches(chunk):

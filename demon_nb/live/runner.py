@@ -86,6 +86,9 @@ class Runner:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> "Runner":
         if self._thread is None or not self._thread.is_alive():
+            if self.started_at is None and self.ring.tick_count == 0:
+                # sound sooner: the first slot is a first look (as after a submission change)
+                self.ring.express(first_look=self.controls.get("first_look"))
             self.started_at = self.started_at or time.time()
             self._stop.clear()
             self._running.set()

@@ -26,9 +26,10 @@ sent with the version: waiting for the tick, the tick(s), decode) and ``to_ear``
 samples the worklet played as silence during the measurement (startup excluded; the
 startup count is ``silent_samples_startup``). All processes are stopped at the end.
 
-Machine-normalized figures: before the browser opens, the same process runs the instrument's
-runtime headless for a few seconds (mini, depth 4, 8 steps, one torch/ONNX thread, as the
-kernel does) and reports its tick p50 as ``headless_tick_ms_p50`` (h); ``tick_ratio`` is the
+Machine-normalized figures: before the browser opens and after it has closed, the same process
+runs the instrument's runtime headless for a few seconds (mini, depth 4, 8 steps, one
+torch/ONNX thread, as the kernel does); the lower of the two tick p50s is
+``headless_tick_ms_p50`` (h); ``tick_ratio`` is the
 kernel's tick during the browser run over h. ``cpu`` is where the CPU went during the trials
 (cores per process group and per kernel thread, ``kernel_cpu_share``: the kernel's share of
 all the CPU the run's processes used) and ``goals`` checks the responsiveness goals, each
@@ -179,7 +180,7 @@ def goals(result: dict, h: float, steps: int) -> dict:
 
 def measure(args) -> dict:
     rng = random.Random(args.seed)
-    h = headless_tick_ms() if not args.server else None
+    h_before = headless_tick_ms() if not args.server else None
     controls = {"step": STEP, "submission": SUBMISSION[args.submission_control]}
     if args.control == "midi":   # the same step control from a MIDI controller, side by side with the slider
         controls = {"step": STEP, "midi": STEP, "submission": controls["submission"]}
@@ -230,6 +231,9 @@ def measure(args) -> dict:
         if args.screenshot:
             page.locator(".demon-instrument").first.screenshot(path=args.screenshot)
         page.context.close()
+    # h again with the browser and the server gone; the lower of the two is h (the stricter goals)
+    h_after = headless_tick_ms() if not args.server else None
+    h = min(h_before, h_after) if h_before else None
     if args.raw:
         Path(args.raw).write_text(json.dumps({"recorder": rec, "kernel": log, "start": start, "end": end}))
     result: dict = {}
@@ -259,7 +263,7 @@ def measure(args) -> dict:
         "audio_output_latency_ms": round(float(latency), 1),
         "patches_sent": metrics["patches_sent"], "patches_skipped": metrics["patches_skipped"],
         "view_hz_end": round(float(log["view_hz"]), 1), "status_reports_per_s": None,
-        "headless_tick_ms_p50": h,
+        "headless_tick_ms_p50": h, "headless_tick_ms_p50_before_after": [h_before, h_after],
         "tick_ratio": round(float(np.median(ticks["step"])) / h, 2) if h else None,
     }
     if profile is not None:

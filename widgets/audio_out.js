@@ -92,7 +92,7 @@ function initialize({ model, signal }) {
   const ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
   const state = {
     ctx, ready: false, error: "", sampleRate: ctx.sampleRate, patchesReceived: 0,
-    acks: 0, status: null, listeners: new Set(),
+    acks: 0, applied: 0, status: null, listeners: new Set(),
     binary: null, base64Received: 0, dropped: 0,          // transport: probe result, counts
   };
   const id = model.get("_uid");
@@ -117,6 +117,7 @@ function initialize({ model, signal }) {
     const m = e.data;
     if (m.type === "loop") reads.shift()?.(m);
     else if (m.type === "applied") {
+      state.applied++;
       if (!toAck.delete(m.id)) return;
       state.acks++;
       model.send({ type: "ack", id: m.id });

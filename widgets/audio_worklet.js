@@ -9,8 +9,7 @@
 //
 // A patch is crossfaded in at its start sample: w(i) = sin^2(pi/2 * (i + 0.5) / F)
 // over F samples at both edges, out = old * (1 - w) + new * w (samples never
-// filled take the new PCM as is). A patch that arrives late (the playhead inside it)
-// fades in at the playhead instead of its start. The same formula runs in the kernel's mirror
+// filled take the new PCM as is). The same formula runs in the kernel's mirror
 // (demon_nb/instrument/player.py). While playing, the playhead never plays an
 // unfilled sample if any sample is filled: it skips ahead to the next filled one
 // (stale, never silent). With nothing filled it holds and counts silent samples.
@@ -53,18 +52,12 @@ class DemonLoop extends AudioWorkletProcessor {
   applyPatch({ start, data, fade, versions, id }) {
     const L = this.L, N = data[0].length, F = Math.min(fade | 0, N >> 1);
     start = ((start % L) + L) % L;
-    // A late patch (the playhead is already inside it): the crossfade starts at the playhead
-    // instead, so the switch to the new audio never clicks; what was already played is heard
-    // from the next loop on.
-    const late = this.playing ? (this.pos - start + L) % L : 0;
-    const fadeAt = late > 0 && late < N - F ? late : 0;
     for (let i = 0; i < N; i++) {
       const j = (start + i) % L;
       let w = 1;
       if (this.filled[j]) {
-        if (i >= fadeAt && i < fadeAt + F) w = Math.sin(0.5 * Math.PI * (i - fadeAt + 0.5) / F) ** 2;
+        if (i < F) w = Math.sin(0.5 * Math.PI * (i + 0.5) / F) ** 2;
         else if (i >= N - F) w = Math.sin(0.5 * Math.PI * (N - i - 0.5) / F) ** 2;
-        else if (i < fadeAt && i < F) w = Math.sin(0.5 * Math.PI * (i + 0.5) / F) ** 2;
       } else {
         this.filled[j] = 1; this.filledCount++;
       }

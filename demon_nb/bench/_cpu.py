@@ -15,7 +15,7 @@ import time
 
 import psutil
 
-THREAD_GROUPS = {"demon-tick": "tick", "demon-views": "views", "MainThread": "shell (cells, widget messages)"}
+THREAD_GROUPS = {"demon-tick": "tick", "demon-views": "views", "MainThread": "main thread (cells)"}
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
@@ -94,7 +94,7 @@ class CpuProfile:
         threads: dict[str, float] = {}
         for tid, seconds in b["threads"].items():
             name = names.get(tid, "other")
-            group = THREAD_GROUPS.get(name, "other (iopub, control, heartbeat, ...)")
+            group = THREAD_GROUPS.get(name, "other (ipykernel's message, iopub and heartbeat threads, ...)")
             threads[group] = threads.get(group, 0.0) + max(0.0, seconds - a["threads"].get(tid, 0.0))
         ma, mb = a["machine"], b["machine"]
         machine_total = sum(mb) - sum(ma)

@@ -153,19 +153,18 @@ def soft_limit(pcm: np.ndarray, threshold: float = 0.9, inplace: bool = False) -
 
 
 class LeadEstimator:
-    """Adaptive lead: ``quantile`` (p75) of the recent sums decode + transport,
-    plus ``margin_s``, clamped to ``[min_s, max_s]``. Every second ms of lead is a ms of
-    control-to-ear latency, and a patch that arrives a little late only fades in at the
-    playhead instead of its start (the worklet), so the lead aims at the typical trip,
-    not the worst one.
+    """Adaptive lead: ``quantile`` (p90) of the recent sums decode + transport,
+    plus ``margin_s``, clamped to ``[min_s, max_s]``. Every ms of lead is a ms of
+    control-to-ear latency; a patch that arrives after its start sample switches to the new
+    audio at the playhead without a crossfade, so the lead aims above the typical trip.
 
     The window is planned after the tick that finished the completion, so the
     lead only has to cover what happens after planning: the decode and the trip
     to the worklet (estimated as half the send-to-ack round trip).
     """
 
-    def __init__(self, initial_s: float = 0.25, margin_s: float = 0.005, min_s: float = 0.02,
-                 max_s: float = 2.0, quantile: float = 0.75, history: int = 16):
+    def __init__(self, initial_s: float = 0.25, margin_s: float = 0.015, min_s: float = 0.02,
+                 max_s: float = 2.0, quantile: float = 0.9, history: int = 16):
         if not (0.0 < min_s <= max_s):
             raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s}, max_s={max_s}")
         if not (0.0 < quantile <= 1.0):

@@ -26,9 +26,9 @@ def playing(server, browser, artifacts):
 def check_worklet_started(lab) -> None:
     """The page's audio widget is ready, running, and has received and acknowledged patches."""
     state = lab.eval("""() => { const s = window.__demon_audio.latest;
-        return {ready: s.ready, error: s.error, ctx: s.ctx.state, received: s.patchesReceived, acks: s.acks}; }""")
+        return {ready: s.ready, error: s.error, ctx: s.ctx.state, received: s.patchesReceived, applied: s.applied}; }""")
     assert state["ready"] and state["error"] == "" and state["ctx"] == "running", state
-    assert state["received"] >= 1 and state["acks"] >= 1, state
+    assert state["received"] >= 1 and state["applied"] >= 1, state
 
 
 def check_sustained_audio(lab, seconds: float = 3.0) -> tuple[dict, dict]:

@@ -76,7 +76,7 @@ def test_audio_out_streams_and_survives_blocking_cell(lab, artifacts):
     first = lab.wait_for("""() => { const s = window.__demon_audio?.latest?.status;
         return s && s.filled === 1 && s.rms > 0.05 ? s : null; }""", timeout=60, describe=DESCRIBE)
     state = lab.eval("""() => { const s = window.__demon_audio.latest;
-        return {ready: s.ready, sampleRate: s.sampleRate, received: s.patchesReceived, acks: s.acks,
+        return {ready: s.ready, sampleRate: s.sampleRate, received: s.patchesReceived, applied: s.applied, acks: s.acks,
                 error: s.error, ctx: s.ctx.state}; }""")
     assert state["ready"] and state["error"] == "" and state["ctx"] == "running", state
     assert state["sampleRate"] == SR

@@ -60,16 +60,16 @@ READ = """async (uids) => {
         }
         out[uid] = {hash, sumsq, filled: loop.filled, at: IDX.map((i) => loop.data.map((ch) => ch[i])),
                     binary: s.binary, dropped: s.dropped, base64: s.base64Received,
-                    received: s.patchesReceived, acks: s.acks, error: s.error};
+                    received: s.patchesReceived, applied: s.applied, error: s.error};
     }
     return out;
 }"""
 IDX = [0, 4799, 4800, 4801, 5000, 9700, 12000, 20000, 43300, 47999]
-APPLIED = """(want) => Object.entries(want).every(([uid, n]) => (window.__demon_audio?.models[uid]?.acks ?? 0) >= n)"""
+APPLIED = """(want) => Object.entries(want).every(([uid, n]) => (window.__demon_audio?.models[uid]?.applied ?? 0) >= n)"""
 DESCRIBE = """() => { const a = window.__demon_audio;
     return a && Object.fromEntries(Object.entries(a.models).map(([k, s]) => [k,
         {ready: s.ready, error: s.error, binary: s.binary, dropped: s.dropped, base64: s.base64Received,
-         received: s.patchesReceived, acks: s.acks}])); }"""
+         received: s.patchesReceived, applied: s.applied}])); }"""
 # Colab's widget manager in miniature: the binary buffers of one widget's comm
 # messages vanish before ipywidgets sees them (the widget is marked by a DOM class)
 DROP_BUFFERS = """() => {

@@ -42,7 +42,7 @@ READ_LOOP_JS = """async () => {
         for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
         return btoa(bin);
     });
-    return {filled: loop.filled, data, acks: s.acks, received: s.patchesReceived, error: s.error};
+    return {filled: loop.filled, data, applied: s.applied, received: s.patchesReceived, error: s.error};
 }"""
 
 
@@ -190,9 +190,11 @@ def test_record_toggle_writes_exactly_what_the_page_played(session, lab_server):
     assert recording is True
     status_after(lab, start["rendered"], 3 * sr, timeout=30)  # about 3 s of music
     lab.run_new_cell("inst.pause(); import time as _t; _t.sleep(0.5)")
-    # every patch sent is in the worklet before the take stops: the loop no longer changes
+    # every patch received is in the worklet before the take stops: the loop no longer changes
+    # (patches sent before the page's audio had started are not received: it got the whole loop instead)
     sent = lab.kernel_json("inst.patches_sent")
-    lab.wait_for("(n) => window.__demon_audio.latest.acks >= n", arg=sent, timeout=20, describe=ui.DESCRIBE_JS)
+    lab.wait_for("() => { const s = window.__demon_audio.latest; return s.applied === s.patchesReceived; }",
+                 timeout=20, describe=ui.DESCRIBE_JS)
     click(lab, ".demon-session-record")
     info = wait_kernel(lab, "{'files': {k: str(v) for k, v in (inst._take.files or {}).items()},"
                             " 'frames': inst._take.recorder.frames, 'position': inst._take.recorder._position,"

@@ -315,7 +315,7 @@ def test_cover_matches_ace_step_pipeline_cover_task(request, monkeypatch, varian
 
     ring = _ring(model, guidance_scale)
     controls = Controls(ring, lambda prompt: cover, prompt="jazz trio", cfg_mode=cfg_mode)
-    controls.update(source=source, denoise=1.0)
+    controls.update(source=source, denoise=1.0, first_look=0)   # the express slot: the full schedule
     built = controls.request()
     torch.testing.assert_close(built.context, context, rtol=0, atol=0)
     via_controls = _finish(ring, replace(built, noise=noise))

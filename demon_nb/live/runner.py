@@ -81,6 +81,7 @@ class Runner:
         self._stop = threading.Event()
         self._wake = threading.Event()  # a control write ends the tick-rate pause
         self._running = threading.Event()  # set = ticking, clear = paused
+        self._tick_lock = threading.RLock()  # held by the loop for each tick (pause() waits on it)
         self._completed = threading.Condition()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -99,7 +100,11 @@ class Runner:
         return self
 
     def pause(self) -> None:
+        """Stop ticking; returns once no tick is in flight (from any thread, also the tick thread's
+        own before-tick callbacks, e.g. a MIDI note mapped to pause)."""
         self._running.clear()
+        with self._tick_lock:
+            pass
 
     def resume(self) -> None:
         self._running.set()
@@ -161,7 +166,10 @@ class Runner:
             if not self._running.wait(timeout=0.1):
                 continue
             started = time.perf_counter()
-            self.step()
+            with self._tick_lock:
+                if not self._running.is_set() or self._stop.is_set():
+                    continue
+                self.step()
             if self.max_ticks_per_s:
                 remaining = 1.0 / self.max_ticks_per_s - (time.perf_counter() - started)
                 if remaining > 0:

@@ -51,6 +51,7 @@ class Request:
     shift: float | None = None  # None = the ring's shift
     steps: int | None = None  # None = the ring's steps
     tag: Any = None  # free-form, returned with the completion
+    adapter: str | None = None  # the LoRA adapter this slot runs with (None: the base network), see Ring.select_adapter
     version: int = 0  # the submission-control version this request was built under
 
 

@@ -86,6 +86,10 @@ class Ring:
         self.state = state or SharedState(frames, channels, device, dtype)
         self.queue: deque[Request] = deque(maxlen=queue_size)
         self.feed: Callable[[], Request] | None = None
+        # LoRA adapters are per slot (``Request.adapter``, chosen at birth: a swap is submission class).
+        # Before each forward the ring calls ``select_adapter(name)`` once per group of rows sharing an
+        # adapter (the base network's rows first); None = the model runs without adapters.
+        self.select_adapter: Callable[[str | None], None] | None = None
         self.slots: list[Slot | None] = [None] * depth
         self.tick_count = 0
         self.dropped = 0  # requests dropped from a full queue (oldest first)
@@ -184,15 +188,16 @@ class Ring:
 
     def _positive_velocities(self, active, inputs) -> dict[int, tuple[list, list]]:
         """One batched forward over every active condition of every slot."""
-        xs, ts, conds, contexts, owners = [], [], [], [], []
+        xs, ts, conds, contexts, adapters, owners = [], [], [], [], [], []
         for i, slot in active:
             for cond, context, weight in sampler.positive_rows(slot):
                 xs.append(inputs[i])
                 ts.append(slot.t)
                 conds.append(cond)
                 contexts.append(context)
+                adapters.append(slot.request.adapter)
                 owners.append((i, weight))
-        v = self._forward(xs, ts, conds, contexts)
+        v = self._forward(xs, ts, conds, contexts, adapters)
         by_slot: dict[int, tuple[list, list]] = {}
         for row, (i, weight) in enumerate(owners):
             velocities, weights = by_slot.setdefault(i, ([], []))
@@ -210,10 +215,29 @@ class Ring:
         ts = [slot.t for _, slot in rows]
         conds = [slot.request.negative if slot.request.negative is not None else self.denoiser.unconditional()
                  for _, slot in rows]
-        v = self._forward(xs, ts, conds, [slot.request.context for _, slot in rows])
+        v = self._forward(xs, ts, conds, [slot.request.context for _, slot in rows],
+                          [slot.request.adapter for _, slot in rows])
         return {i: v[row:row + 1] for row, (i, _) in enumerate(rows)}
 
-    def _forward(self, xs, ts, conds, contexts) -> torch.Tensor:
+    def _forward(self, xs, ts, conds, contexts, adapters) -> torch.Tensor:
+        """One batched call per adapter in use (one in all but the ticks while a LoRA swap drains)."""
+        names = sorted(set(adapters), key=lambda name: (name is not None, name or ""))  # the base network first
+        if self.select_adapter is None or len(names) == 1:
+            if self.select_adapter is not None:
+                self.select_adapter(names[0])
+            return self._forward_rows(xs, ts, conds, contexts)
+        out = None
+        for name in names:
+            rows = [r for r, a in enumerate(adapters) if a == name]
+            self.select_adapter(name)
+            v = self._forward_rows([xs[r] for r in rows], [ts[r] for r in rows], [conds[r] for r in rows],
+                                   [contexts[r] for r in rows])
+            if out is None:
+                out = v.new_empty((len(xs),) + tuple(v.shape[1:]))
+            out[rows] = v
+        return out
+
+    def _forward_rows(self, xs, ts, conds, contexts) -> torch.Tensor:
         """One batched call; rows are copied into the persistent input buffers (grown, never shrunk)."""
         n = len(xs)
         if self._rows_x.shape[0] < n or self._rows_x.shape[1] != self.frames or sampler._unwritable(self._rows_x):
@@ -327,6 +351,12 @@ class Ring:
     @property
     def in_flight(self) -> int:
         return sum(slot is not None for slot in self.slots)
+
+    def adapters_in_use(self) -> set[str]:
+        """LoRA adapter names of the slots in flight and the queued requests (what must stay loaded)."""
+        with self._lock:
+            queued = [request.adapter for request in self.queue]
+        return {name for name in [s.request.adapter for s in self.slots if s is not None] + queued if name is not None}
 
     def slots_view(self) -> list[dict | None]:
         """Per slot: step, steps, current noise level t, birth tick, tag (for the ring view)."""

@@ -45,6 +45,7 @@ class Controls:
         self._values.update(prompt_a=prompt, seed=seed, cfg_mode=cfg_mode, shift=shift, steps=ring.steps)
         self._births = 0
         self.newest: torch.Tensor | None = None  # the newest completion latent (feedback), set by the runner
+        self.adapter: str | None = None  # the LoRA adapter new slots take (set by the runner's LoraAdapters)
         self._conds: dict[str, Any] = {}
         self._conds_lock = threading.Lock()
 
@@ -90,6 +91,16 @@ class Controls:
         self.ring.express(first_look=first_look)
         return version
 
+    def set_adapter(self, name: str | None) -> int:
+        """A LoRA swap or unload (already loaded on the DiT): a submission change like a prompt,
+        felt by the slots born from the next tick on (the first of them an express first look)."""
+        with self._lock:
+            self.adapter = name
+            self.version += 1
+            version, first_look = self.version, self._values["first_look"]
+        self.ring.express(first_look=first_look)
+        return version
+
     def get(self, name: str) -> Any:
         klass = spec(name).klass
         if klass == "step":
@@ -117,7 +128,7 @@ class Controls:
     def request(self) -> Request:
         """The request for the next slot born: the current submission values."""
         with self._lock:
-            v, version = dict(self._values), self.version
+            v, version, adapter = dict(self._values), self.version, self.adapter
             self._births += 1
             birth = self._births
         # prompts B, C, D with their per-frame weights; A takes the rest (curves.prompt_weights)
@@ -140,7 +151,7 @@ class Controls:
         return Request(cond=self.condition(v["prompt_a"]), context=context, seed=seed, source=source, denoise=v["denoise"],
                        init_noise=init_noise, x0_target=v["x0_target"], mask=mask, conditions=conditions, weight=weight,
                        negative=negative, cfg_mode=v["cfg_mode"], shift=v["shift"], steps=v["steps"], version=version,
-                       tag=birth)
+                       tag=birth, adapter=adapter)
 
 
 def as_float_list(value: Any) -> list[float] | float:

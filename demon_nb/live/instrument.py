@@ -269,8 +269,8 @@ class Instrument:
 
     def load_lora(self, path) -> str:
         """Load a LoRA adapter for the model's DiT (safetensors; a bad file raises here and the
-        music keeps playing); it replaces the active one between two ticks. ``lora_strength``
-        scales it live."""
+        music keeps playing). A submission change: slots born from the next tick on take it, the
+        slots in flight finish on the adapter they began with. ``lora_strength`` scales it live."""
         return self.runner.load_lora(path)
 
     def unload_lora(self) -> None:

@@ -73,8 +73,9 @@ class Runner:
         self._listeners: list[Callable[[Patch], None]] = []
         self._error_listeners: list[Callable[[TickError], None]] = []
         self._before_tick: list[Callable[[], None]] = []
-        self.lora = LoraAdapters(model.denoiser)
-        self.before_tick(lambda: self.lora.apply(self.ring.state.get("lora_strength")))
+        self.lora = LoraAdapters(model.denoiser, on_switch=self.controls.set_adapter)
+        self.ring.select_adapter = self.lora.select
+        self.before_tick(lambda: self.lora.apply(self.ring.state.get("lora_strength"), self.ring.adapters_in_use()))
         self._consumers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue, str]] = []
         self._consumers_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -141,11 +142,14 @@ class Runner:
 
     def load_lora(self, path) -> str:
         """Read and check a LoRA adapter on the caller's thread (a bad file raises here, the music
-        keeps playing on the previous adapter); it replaces the active one between two ticks."""
-        return self.lora.stage(self.lora.read(path))
+        keeps playing on the previous adapter). A submission change: loaded between two ticks, it
+        is taken by the slots born from then on; the slots in flight finish on their adapter."""
+        name = self.lora.stage(self.lora.read(path))
+        self._wake.set()
+        return name
 
     def unload_lora(self) -> None:
-        """Remove the active adapter between two ticks."""
+        """Slots born from the next tick on run the base network (submission class, as a swap)."""
         self.lora.unload()
         self._wake.set()
 
@@ -294,6 +298,7 @@ class Runner:
             "lead_ms": self.player.lead.seconds * 1e3, "completions": self.completions,
             "errors": len(self.errors), "depth": self.ring.depth, "steps": self.controls.get("steps"),
             "backend": getattr(self.model.denoiser, "backend", "eager"), "lora": self.lora.active,
+            "lora_in_flight": sorted(self.ring.adapters_in_use()),
         }
         result["warning"] = realtime_warning(result["tick_ms"], result["decode_ms"], result["steps"], len(self.tick_ms))
         return result

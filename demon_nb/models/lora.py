@@ -9,16 +9,21 @@
   ``lora_down`` / ``lora_up``, ACE-Step's official module names ``q_proj`` ...); every
   key must hit a linear layer of this DiT with matching shapes, and every value must be
   finite, else a ValueError naming the key. Nothing is touched on failure.
-- ``stage(name, state)``, ``unload()``, ``strength(x)``: queued; ``apply()`` runs them
-  between ticks on the tick thread (``load_lora_adapter`` / ``set_adapters`` /
-  ``delete_adapters``), so a tick never sees a half-swapped network, and the music keeps
-  playing on the previous adapter while a new one is read.
+- ``stage(state)``, ``unload()``: queued; ``apply(strength, in_use)`` runs them between
+  ticks on the tick thread (``load_lora_adapter``), so a tick never sees a half-swapped
+  network, and the music keeps playing on the previous adapter while a new one is read.
+- A swap is **submission class**: ``active`` is the adapter that slots born from now on
+  take (``Request.adapter``); slots in flight finish on the adapter they were born with.
+  The ring calls ``select(name)`` before the forward of each group of rows that share an
+  adapter (``disable_lora`` / ``set_adapters``), so for the S ticks a swap drains a tick
+  runs one forward per adapter; an adapter no slot uses any more is deleted by ``apply``.
+- ``lora_strength`` is step class: ``select`` scales the adapter with the strength of the
+  tick (every adapter in flight takes the same strength).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 from pathlib import Path
 
@@ -104,22 +109,27 @@ def random_adapter(dit: torch.nn.Module, rank: int = 4, seed: int = 0, scale: fl
 
 
 class LoraAdapters:
-    """One active adapter at a time on ``denoiser``'s DiT, with a live strength."""
+    """Adapters on ``denoiser``'s DiT: the one new slots take (``active``), those still in flight,
+    and the live strength."""
 
-    def __init__(self, denoiser):
+    def __init__(self, denoiser, on_switch=None):
         target = getattr(denoiser, "lora_target", None)
         self.dit = target() if target is not None else None
         self.denoiser = denoiser
+        self.on_switch = on_switch  # called with the new ``active`` name on the tick thread (a submission write)
         self.active: str | None = None
-        self.applied_strength = 1.0
+        self.strength = 1.0
+        self._selected: tuple | None = None  # (name, strength) the DiT runs with now; None = unknown
         self._pending: list[tuple[str, object]] = []
         self._lock = threading.Lock()
-        if self.dit is not None and getattr(self.dit, "peft_config", None):
-            self._pending.append(("unload", None))  # a new player starts from the base network
 
     @property
     def supported(self) -> bool:
         return self.dit is not None
+
+    @property
+    def loaded(self) -> list[str]:
+        return list(getattr(self.dit, "peft_config", {}) or {})
 
     def read(self, path) -> dict[str, torch.Tensor]:
         if self.dit is None:
@@ -127,38 +137,50 @@ class LoraAdapters:
         return read_lora(path, self.dit)
 
     def stage(self, state: dict[str, torch.Tensor]) -> str:
-        """Queue a checked adapter (from :meth:`read`) to replace the active one at the next apply."""
+        """Queue a checked adapter (from :meth:`read`) for the slots born after the next apply."""
         name = f"lora{next(_NAMES)}"
         with self._lock:
             self._pending.append(("load", (name, state)))
         return name
 
     def unload(self) -> None:
+        """Slots born after the next apply run the base network."""
         with self._lock:
             self._pending.append(("unload", None))
 
-    def apply(self, strength: float) -> bool:
-        """Between ticks (tick thread): swap / unload as queued, then scale the active adapter to
-        ``strength`` if it changed. Returns True when the network changed."""
+    def apply(self, strength: float, in_use: set[str] = frozenset()) -> None:
+        """Between ticks (tick thread): load / unload as queued (``on_switch`` tells the controls),
+        take the tick's strength, and delete every loaded adapter that is neither ``active`` nor
+        in ``in_use`` (the adapters of the slots in flight; also any left by an earlier runner)."""
         with self._lock:
             pending, self._pending = self._pending, []
-        changed = False
         for action, arg in pending:
-            loaded = list(getattr(self.dit, "peft_config", {}) or {})
-            if loaded:  # one adapter per DiT: also any left by another runner on the same model
-                self.dit.delete_adapters(loaded)
-                self.active, changed = None, True
-            elif action == "unload":
-                changed = True  # e.g. the denoiser still runs eagerly for an adapter already gone
             if action == "load":
                 name, state = arg
                 self.dit.load_lora_adapter(state, prefix=PREFIX, adapter_name=name)
-                self.active, self.applied_strength, changed = name, math.nan, True
-        if self.active is not None and strength != self.applied_strength:
-            self.dit.set_adapters([self.active], weights=[float(strength)])
-            self.applied_strength, changed = strength, True
-        if changed:
-            notify = getattr(self.denoiser, "lora_changed", None)
-            if notify is not None:
-                notify(self.active is not None)
-        return changed
+                self.active, self._selected = name, None
+            else:
+                self.active = None
+            if self.on_switch is not None:
+                self.on_switch(self.active)
+        self.strength = float(strength)
+        stale = [name for name in self.loaded if name != self.active and name not in in_use]
+        if stale:
+            self.dit.delete_adapters(stale)
+            self._selected = None
+
+    def select(self, name: str | None) -> None:
+        """Before a forward (tick thread): run the DiT with adapter ``name`` at the tick's strength
+        (None: without adapters). Nothing to do when it already does."""
+        if self.dit is None or (name, self.strength) == self._selected:
+            return
+        if name is None:
+            if self.loaded:
+                self.dit.disable_lora()
+        else:
+            self.dit.enable_lora()
+            self.dit.set_adapters([name], weights=[self.strength])
+        self._selected = (name, self.strength)
+        notify = getattr(self.denoiser, "lora_changed", None)
+        if notify is not None:
+            notify(name is not None)

@@ -67,14 +67,17 @@ def make_batch(step: int, batch: int, seed: int, text, uncond: torch.Tensor, p_u
     return x0, states, ctx, g
 
 
-def flow_loss(net: MiniNet, x0, states, ctx, g: torch.Generator, shift: float, drum_weight: float = 1.0) -> torch.Tensor:
-    """Channel-weighted MSE ``mean(w_c (v_hat - v)^2) / mean(w)``; ``w = drum_weight`` on the 4 sparse drum channels."""
+def flow_loss(net: MiniNet, x0, states, ctx, g: torch.Generator, shift: float, drum_weight: float = 1.0,
+              bass_weight: float = 1.0) -> torch.Tensor:
+    """Channel-weighted MSE ``mean(w_c (v_hat - v)^2) / mean(w)``; ``w = drum_weight`` on the 4 sparse drum
+    channels, ``bass_weight`` on the 12 bass channels (the root: the strongest cue of the key), 1 elsewhere."""
     b = x0.shape[0]
     t = shift_t(torch.sigmoid(torch.randn(b, generator=g)), shift)
     eps = torch.randn(x0.shape, generator=g)
     xt = t[:, None, None] * eps + (1 - t[:, None, None]) * x0
     w = torch.ones(x0.shape[-1])
     w[L.DRUMS] = drum_weight
+    w[L.BASS] = bass_weight
     return ((net(xt, t, states, ctx) - (eps - x0)).pow(2) * w).mean() / w.mean()
 
 
@@ -115,7 +118,7 @@ def write_model(out: Path, ema: dict, config: dict, info: dict) -> None:
 def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path | None = None, batch: int = 12, peak_lr: float = 1e-3,
           shift: float = 3.0, p_uncond: float = 0.12, p_context: float = 0.3, steps: int | None = None,
           ema_decay: float = 0.998, checkpoint_s: float = 120.0, progress: bool = True, threads: int = 2,
-          drum_weight: float = 1.0, p_clock: float = 0.9) -> dict:
+          drum_weight: float = 1.0, p_clock: float = 0.9, bass_weight: float = 1.0, init: Path | None = None) -> dict:
     from tqdm import tqdm
 
     torch.set_num_threads(threads)
@@ -123,10 +126,14 @@ def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path |
     text = MiniLMTextEncoder()
     uncond = text.encode("")
     net = MiniNet(DEFAULT_CONFIG).train()
+    if init is not None:  # fine-tune: start from a trained model's (EMA) weights
+        from . import load_net
+        net.load_state_dict(load_net(init)[0].state_dict())
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     opt = torch.optim.AdamW(net.parameters(), lr=peak_lr, weight_decay=0.01, betas=(0.9, 0.99))
     ckpt = Path(checkpoint) if checkpoint is not None else CHECKPOINT_DIR
-    state = {"step": 0, "elapsed_s": 0.0, "seed": seed, "minutes": minutes, "steps": steps, "losses": []}
+    state = {"step": 0, "elapsed_s": 0.0, "seed": seed, "minutes": minutes, "steps": steps, "losses": [],
+             "init": None if init is None else _init_record(Path(init))}
     if resume and (ckpt / "state.json").exists():
         state = _load_checkpoint(ckpt, net, ema, opt)
         if state["seed"] != seed:
@@ -145,7 +152,7 @@ def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path |
         for group in opt.param_groups:
             group["lr"] = lr
         x0, states, ctx, g = make_batch(state["step"], batch, seed, text, uncond, p_uncond, p_context, p_clock)
-        loss = flow_loss(net, x0, states, ctx, g, shift, drum_weight)
+        loss = flow_loss(net, x0, states, ctx, g, shift, drum_weight, bass_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -163,19 +170,29 @@ def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path |
         bar.set_postfix(step=state["step"], loss=f"{running:.4f}", lr=f"{lr:.2e}")
         if time.time() - last_ckpt > checkpoint_s:
             _save_checkpoint(ckpt, net, ema, opt, state)
-            write_model(out, ema, DEFAULT_CONFIG, _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock))
+            write_model(out, ema, DEFAULT_CONFIG, _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock, bass_weight))
             last_ckpt = time.time()
     bar.close()
     _save_checkpoint(ckpt, net, ema, opt, state)
-    info = _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock)
+    info = _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock, bass_weight)
     write_model(out, ema, DEFAULT_CONFIG, info)
     return info
 
 
-def _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock) -> dict:
+def _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock, bass_weight) -> dict:
     return {"steps": state["step"], "elapsed_s": round(state["elapsed_s"], 1), "seed": state["seed"], "batch": batch,
             "peak_lr": peak_lr, "shift": shift, "p_uncond": p_uncond, "p_context": p_context, "p_clock": p_clock, "drum_weight": drum_weight,
+            "bass_weight": bass_weight, "init": state.get("init"),
             "final_loss": state["losses"][-1][1] if state["losses"] else None}
+
+
+def _init_record(folder: Path) -> dict:
+    """What a fine-tune started from: the folder's training record (steps, seed, ...) and its weights' sha256."""
+    import hashlib
+
+    config = json.loads((folder / "config.json").read_text())
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    return {"training": config.get("training"), "sha256": digest}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint folder")
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--drum-weight", type=float, default=1.0, help="loss weight of the 4 drum channels (default 1)")
+    p.add_argument("--bass-weight", type=float, default=1.0, help="loss weight of the 12 bass channels (default 1)")
+    p.add_argument("--peak-lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="fine-tune: start from this weights folder (e.g. the shipped one) instead of random init")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is faster on a busy machine)")
     a = p.parse_args(argv)
     if a.minutes <= 0 or not np.isfinite(a.minutes):
@@ -198,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--batch: expected a positive int")
     if a.threads <= 0:
         p.error("--threads: expected a positive int")
+    for name in ("drum_weight", "bass_weight", "peak_lr"):
+        value = getattr(a, name)
+        if not (np.isfinite(value) and value > 0):
+            p.error(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
+    if a.init is not None and not (a.init / "model.safetensors").exists():
+        p.error(f"--init: {a.init} has no model.safetensors")
     info = train(a.minutes, a.seed, a.out, a.resume, checkpoint=a.checkpoint, batch=a.batch, steps=a.steps,
-                 threads=a.threads, drum_weight=a.drum_weight)
+                 threads=a.threads, drum_weight=a.drum_weight, bass_weight=a.bass_weight, peak_lr=a.peak_lr,
+                 init=a.init)
     print(json.dumps(info))
     return 0

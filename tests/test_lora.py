@@ -103,6 +103,7 @@ def test_a_swap_is_submission_class_slots_in_flight_finish_on_their_adapter(mini
 
     swapped, runner = stream(swap_at=3, unload_at=12)
     assert runner.lora.loaded == [] and runner.lora.active is None  # unloaded, drained, deleted
+    assert runner.metrics()["lora_swap_ms"] > 0  # the load's cost on the tick thread is reported
     base = by_tag(stream()[0])
     adapted = by_tag(stream(from_start=True)[0])
     kinds = [c.request.adapter is not None for c in swapped]

@@ -135,7 +135,7 @@ def test_soft_limit_keeps_range_and_is_identity_below_threshold():
 
 
 def test_lead_estimator_adapts_and_clamps():
-    est = LeadEstimator(initial_s=0.3, margin_s=0.01, min_s=0.02, max_s=1.0)
+    est = LeadEstimator(initial_s=0.3, margin_s=0.01, min_s=0.02, max_s=1.0, quantile=0.9)
     assert est.seconds == pytest.approx(0.3)
     for _ in range(20):
         est.observe(0.08, 0.02)
@@ -149,6 +149,17 @@ def test_lead_estimator_adapts_and_clamps():
     assert est.samples(48000) == 48000
     with pytest.raises(ValueError, match="decode_s"):
         est.observe(float("nan"), 0.0)
+
+
+def test_default_lead_aims_below_the_arrival():
+    """Late patches fade in at the playhead (the worklet), so the lead is the p10 of the arrivals:
+    nine patches in ten are heard when they arrive, none waits for a margin."""
+    est = LeadEstimator()
+    arrivals = np.linspace(0.02, 0.06, 16)
+    for a in arrivals:
+        est.observe(0.0, a)
+    assert est.seconds == pytest.approx(np.quantile(arrivals, 0.1))
+    assert (arrivals >= est.seconds).mean() >= 0.85  # 14 of 16
 
 
 def test_extrapolate_playhead():

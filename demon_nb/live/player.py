@@ -153,18 +153,22 @@ def soft_limit(pcm: np.ndarray, threshold: float = 0.9, inplace: bool = False) -
 
 
 class LeadEstimator:
-    """Adaptive lead: ``quantile`` (p90) of the recent sums decode + transport,
-    plus ``margin_s``, clamped to ``[min_s, max_s]``. Every ms of lead is a ms of
-    control-to-ear latency; a patch that arrives after its start sample switches to the new
-    audio at the playhead without a crossfade, so the lead aims above the typical trip.
+    """Adaptive lead: the ``quantile`` (p10) of the recent sums decode + transport, plus
+    ``margin_s`` (0), clamped to ``[min_s, max_s]``.
+
+    A patch is heard at ``max(arrival, start)``: every ms of lead beyond the arrival is a ms of
+    control-to-ear latency. A patch that arrives after its start sample is crossfaded in at the
+    playhead by the worklet (on the output side; the buffer stays the kernel's mirror), so the
+    lead aims *below* the typical arrival: heard = arrival for ~90 % of patches. It still
+    adapts, so that on a slow link a patch's window (0.5 s) keeps covering its arrival point.
 
     The window is planned after the tick that finished the completion, so the
     lead only has to cover what happens after planning: the decode and the trip
     to the worklet (estimated as half the send-to-ack round trip).
     """
 
-    def __init__(self, initial_s: float = 0.25, margin_s: float = 0.015, min_s: float = 0.02,
-                 max_s: float = 2.0, quantile: float = 0.9, history: int = 16):
+    def __init__(self, initial_s: float = 0.25, margin_s: float = 0.0, min_s: float = 0.02,
+                 max_s: float = 2.0, quantile: float = 0.1, history: int = 16):
         if not (0.0 < min_s <= max_s):
             raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s}, max_s={max_s}")
         if not (0.0 < quantile <= 1.0):

@@ -84,6 +84,7 @@ class Runner:
         self._running = threading.Event()  # set = ticking, clear = paused
         self._tick_lock = threading.RLock()  # held by the loop for each tick (pause() waits on it)
         self._completed = threading.Condition()
+        self._first_patch = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> "Runner":
@@ -229,6 +230,7 @@ class Runner:
         listeners (the audio widget) and the patch consumers."""
         if patch is not None:
             self.first_patch_at = self.first_patch_at or time.time()
+            self._first_patch.set()
             for callback in list(self._listeners):
                 _call_quietly(callback, patch)
         with self._consumers_lock:
@@ -245,9 +247,10 @@ class Runner:
     def wait_patch(self, timeout: float = 30.0) -> bool:
         """Block until the first patch has been published (True) or ``timeout`` s passed (False)."""
         deadline = time.monotonic() + timeout
-        while self.first_patch_at is None and time.monotonic() < deadline and self.alive:
-            time.sleep(0.005)
-        return self.first_patch_at is not None
+        while not self._first_patch.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or not self.alive:  # a runner that died sends nothing
+                break
+        return self._first_patch.is_set()
 
     def wait_completion(self, timeout: float = 30.0) -> Completion:
         """Block until the next completion (for plain cells: an ``await`` in a cell holds
@@ -298,7 +301,7 @@ class Runner:
             "lead_ms": self.player.lead.seconds * 1e3, "completions": self.completions,
             "errors": len(self.errors), "depth": self.ring.depth, "steps": self.controls.get("steps"),
             "backend": getattr(self.model.denoiser, "backend", "eager"), "lora": self.lora.active,
-            "lora_in_flight": sorted(self.ring.adapters_in_use()),
+            "lora_in_flight": sorted(self.ring.adapters_in_use()), "lora_swap_ms": self.lora.swap_ms,
         }
         result["warning"] = realtime_warning(result["tick_ms"], result["decode_ms"], result["steps"], len(self.tick_ms))
         return result

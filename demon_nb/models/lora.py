@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -120,6 +121,7 @@ class LoraAdapters:
         self.active: str | None = None
         self.strength = 1.0
         self._selected: tuple | None = None  # (name, strength) the DiT runs with now; None = unknown
+        self.swap_ms: float | None = None  # what the last load took on the tick thread (one tick that much longer)
         self._pending: list[tuple[str, object]] = []
         self._lock = threading.Lock()
 
@@ -157,7 +159,9 @@ class LoraAdapters:
         for action, arg in pending:
             if action == "load":
                 name, state = arg
+                began = time.perf_counter()
                 self.dit.load_lora_adapter(state, prefix=PREFIX, adapter_name=name)
+                self.swap_ms = (time.perf_counter() - began) * 1e3
                 self.active, self._selected = name, None
             else:
                 self.active = None

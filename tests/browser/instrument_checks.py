@@ -76,3 +76,40 @@ def check_curve_stroke(lab) -> None:
     old = before["curve"] if isinstance(before["curve"], list) else [before["curve"]] * frames
     assert curve[:int(0.2 * frames)] == pytest.approx(old[:int(0.2 * frames)], abs=1e-6)
     assert curve[int(0.8 * frames):] == pytest.approx(old[int(0.8 * frames):], abs=1e-6)
+
+
+def check_kernel_streaming(lab, received: int) -> None:
+    """The kernel's side: audio ready, runner alive, no audio error, and at least the ``received``
+    patches the page counted were sent."""
+    kernel = lab.kernel_json("{'ready': inst.audio.ready, 'sent': inst.patches_sent, 'completions': inst.runner.completions,"
+                             " 'alive': inst.runner.alive, 'model': inst.model.name, 'error': inst.audio.error}")
+    assert kernel["ready"] and kernel["alive"] and kernel["error"] == "", kernel
+    assert kernel["sent"] >= received >= 1 and kernel["completions"] >= 1, (kernel, received)
+
+
+def check_slider_heard(lab, control: str) -> dict:
+    """Drag ``control``'s handle to 85 % with the mouse: the readout moves right, the kernel holds the
+    value shown (polled for 15 s: the widget manager throttles a drag's updates, and the last can
+    trail the next cell's request) under a new state version, and the page hears that version.
+    Returns the page's status at the moment it did."""
+    before = lab.kernel_json(f"{{'value': inst.get('{control}'), 'version': inst.runner.ring.state.version}}")
+    heard_before = ui.status(lab)["heard"]["state"]
+    shown_before = ui.slider_readout(lab, control)
+    ui.drag_handle(lab, control, 0.85)
+    shown = ui.slider_readout(lab, control)
+    assert shown != shown_before and shown > 1.4, (shown_before, shown)     # the handle moved right
+    deadline = time.monotonic() + 15
+    while True:
+        after = lab.kernel_json(f"{{'value': inst.get('{control}'), 'version': inst.runner.ring.state.version,"
+                                f" 'errors': inst.panel.errors}}")
+        if abs(after["value"] - shown) <= 0.006 or time.monotonic() > deadline:
+            break
+        lab.page.wait_for_timeout(300)
+    assert after["errors"] == {}, after
+    assert after["value"] == pytest.approx(shown, abs=0.006), (shown, after)   # the readout shows 2 decimals
+    assert after["value"] != pytest.approx(before["value"]), (before, after)
+    assert after["version"] > before["version"] and after["version"] > heard_before, (before, after, heard_before)
+    heard = lab.wait_for("(v) => { const s = window.__demon_audio.latest.status; return s.heard.state >= v ? s : null; }",
+                         arg=after["version"], timeout=30, describe=ui.DESCRIBE_JS)
+    assert heard["heard"]["state"] > heard_before
+    return heard

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from demon_nb.bench import _instrument_page as ui
-from instrument_checks import check_curve_stroke, check_worklet_started, playing
+from instrument_checks import check_curve_stroke, check_kernel_streaming, check_slider_heard, check_worklet_started, playing
 
 pytestmark = pytest.mark.browser
 
@@ -28,36 +28,18 @@ def play(lab_server, browser, artifacts):
 def test_worklet_receives_patches_and_plays_sound(play):
     lab, first = play
     check_worklet_started(lab)
-    state = lab.eval("() => ({received: window.__demon_audio.latest.patchesReceived})")
+    received = lab.eval("() => window.__demon_audio.latest.patchesReceived")   # before the kernel is asked
     assert first["filled"] == 1 and first["patches"] >= 1, first
     later = lab.wait_for("""(r) => { const s = window.__demon_audio.latest.status;
         return s.rendered > r + 24000 ? s : null; }""", arg=first["rendered"], timeout=20)
     assert later["rms"] > 0.005 and later["peak"] > 0.02, later      # music, not silence
     assert later["playhead"] != first["playhead"]
-    kernel = lab.kernel_json("{'ready': inst.audio.ready, 'sent': inst.patches_sent, 'completions': inst.runner.completions,"
-                             " 'alive': inst.runner.alive, 'model': inst.model.name, 'error': inst.audio.error}")
-    assert kernel["ready"] and kernel["alive"] and kernel["error"] == "", kernel
-    assert kernel["sent"] >= state["received"] >= 1 and kernel["completions"] >= 1, (kernel, state)
+    check_kernel_streaming(lab, received)
 
 
 def test_slider_dragged_with_mouse_reaches_kernel_and_is_heard(play):
     lab, _ = play
-    before = lab.kernel_json(f"{{'value': inst.get('{STEP_CONTROL}'), 'version': inst.runner.ring.state.version}}")
-    heard_before = ui.status(lab)["heard"]["state"]
-    shown_before = ui.slider_readout(lab, STEP_CONTROL)
-    ui.drag_handle(lab, STEP_CONTROL, 0.85)
-    shown = ui.slider_readout(lab, STEP_CONTROL)
-    assert shown != shown_before and shown > 1.4, (shown_before, shown)     # the handle moved right
-    after = lab.kernel_json(f"{{'value': inst.get('{STEP_CONTROL}'), 'version': inst.runner.ring.state.version,"
-                            f" 'errors': inst.panel.errors}}")
-    assert after["errors"] == {}, after
-    assert after["value"] == pytest.approx(shown, abs=0.006), (shown, after)   # the readout shows 2 decimals
-    assert after["value"] != pytest.approx(before["value"]), (before, after)
-    assert after["version"] > before["version"] and after["version"] > heard_before, (before, after, heard_before)
-    # the heard version reaches the kernel's version of that write
-    heard = lab.wait_for("(v) => { const s = window.__demon_audio.latest.status; return s.heard.state >= v ? s : null; }",
-                         arg=after["version"], timeout=30, describe=ui.DESCRIBE_JS)
-    assert heard["heard"]["state"] > heard_before
+    check_slider_heard(lab, STEP_CONTROL)
 
 
 def test_curve_stroke_drawn_with_mouse_reaches_kernel(play):

@@ -22,7 +22,9 @@ Keys: step controls bump ``state`` (the shared per-step state version), submissi
 controls ``submission`` (stamped on each request born). The breakdown splits each
 latency into ``to_kernel`` (input -> kernel write), ``to_patch`` (write -> first patch
 sent with the version: waiting for the tick, the tick(s), decode) and ``to_ear``
-(patch -> heard: transport plus the lead ahead of the playhead). ``silent_samples``:
+(patch -> heard: transport, any lead left, and the page's output latency; the lead aims below
+the arrival, so most patches land on the playhead and are faded in there:
+``late_patch_share``). ``silent_samples``:
 samples the worklet played as silence during the measurement (startup excluded; the
 startup count is ``silent_samples_startup``). All processes are stopped at the end.
 
@@ -252,6 +254,9 @@ def measure(args) -> dict:
         "silent_samples": int(end["silent"] - start["silent"]),
         "silent_samples_startup": int(start["silent"]),
         "skips": int(end["skips"] - start["skips"]),
+        # patches that landed on the playhead (faded in at it on the output side) per patch applied
+        "late_patch_share": round((end.get("declicks", 0) - start.get("declicks", 0))
+                                  / max(1, end["patches"] - start["patches"]), 3),
         "model": log["model"],
         # the tick during the step trials: the same rows as the headless h (one prompt); during the
         # submission trials the A-B blend gives every slot a second prompt row

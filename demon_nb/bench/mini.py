@@ -236,6 +236,7 @@ def main(argv: list[str]) -> int:
                    help="held-out prompts (x 2 seeds) for the audio-domain section (default 24; >= 10 for "
                         "every style in the classifier's training set)")
     p.add_argument("--no-audio", action="store_true", help="skip the audio-domain section")
+    p.add_argument("--weights", default=None, help="a weights folder (train-mini --out) instead of the shipped one")
     p.add_argument("--lora", default=None, help="a style LoRA (train-lora's output): the style classifier on its "
                                                 "style's prompts, adapter off vs at strength 1")
     p.add_argument("--lora-style", default=None, help="the LoRA's style (default: from a lora-STYLE file name)")
@@ -248,7 +249,7 @@ def main(argv: list[str]) -> int:
     from demon_nb.models.mini import load
     from demon_nb.models.mini.composer import compose
 
-    model = load()
+    model = load(weights=a.weights)
     pieces = [compose(HELD_OUT + i) for i in range(a.prompts)]
     prompts, metas = [c for _, c, _ in pieces], [m for _, _, m in pieces]
     seeds = list(range(a.prompts))
@@ -273,6 +274,7 @@ def main(argv: list[str]) -> int:
         "cfg_mode": a.cfg_mode or model.defaults["cfg_mode"],
         "guidance_scale": a.guidance_scale if a.guidance_scale is not None else model.defaults["guidance_scale"],
         "threads": a.threads,
+        "weights": a.weights or "shipped",
     }
     if not a.no_audio:
         result["audio"] = audio_section(model, base, a.audio_prompts, a.cfg_mode, a.guidance_scale)

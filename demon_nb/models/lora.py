@@ -176,7 +176,8 @@ class LoraAdapters:
     def select(self, name: str | None) -> None:
         """Before a forward (tick thread): run the DiT with adapter ``name`` at the tick's strength
         (None: without adapters). Nothing to do when it already does."""
-        if self.dit is None or (name, self.strength) == self._selected:
+        wanted = (name, self.strength if name is not None else None)
+        if self.dit is None or wanted == self._selected:
             return
         if name is None:
             if self.loaded:
@@ -184,7 +185,7 @@ class LoraAdapters:
         else:
             self.dit.enable_lora()
             self.dit.set_adapters([name], weights=[self.strength])
-        self._selected = (name, self.strength)
+        self._selected = wanted
         notify = getattr(self.denoiser, "lora_changed", None)
         if notify is not None:
             notify(name is not None)

@@ -236,3 +236,12 @@ def test_only_about_one_patch_a_second_asks_for_an_ack(monkeypatch):
     clock[0] += 5.0
     audio.send_patch(Patch(0, pcm, {}, completion_id=-1))
     assert [c["ack"] for c, _ in sent] == [True, False, False, True, False, False]
+
+
+def test_latency_hint_is_checked_where_it_enters():
+    from demon_nb.live.audio_out import AudioOut
+
+    assert AudioOut(latency_hint="interactive").latency_hint == "interactive"
+    assert AudioOut().latency_hint == "lowest"
+    with pytest.raises(ValueError, match="latency_hint"):
+        AudioOut(latency_hint="fast")

@@ -198,15 +198,18 @@ def test_the_metrics_line_says_what_a_player_needs_without_raw_counters(inst):
     simulate_ready(inst)
     inst.audio._apply_status({"playhead": 0, "playing": True, "filled": 0.5, "silent": 269_824, "epoch": 5.0})
     assert inst.metrics()["audio"] == "loading 50%" and inst.audio.sounding_since == 5.0
-    inst.audio._apply_status({"playhead": 10, "playing": True, "filled": 1.0, "silent": 269_824, "epoch": 6.0})
+    inst.audio._apply_status({"playhead": 10, "playing": True, "filled": 1.0, "silent": 269_824, "epoch": 6.0,
+                              "output_latency": 0.0107})
     m = inst.metrics()
+    assert m["output_latency_ms"] == pytest.approx(10.7)
     assert m["audio"] == "playing" and inst.audio.sounding_since == 5.0
     inst.pause()
     assert inst.metrics()["audio"] == "paused"
     inst.resume()
     inst.cpu.read()
     text = metrics_html(inst.metrics() | {"control_to_ear_s": {"state": 0.142}})
-    for shown in ("playing", "control→ear</b> state 142 ms", "CPU headroom", "tick", "completions/s"):
+    for shown in ("playing", "control→ear</b> state 142 ms (of which the browser's output 11 ms)", "CPU headroom",
+                  "tick", "completions/s"):
         assert shown in text, shown
     assert "269824" not in text and "silent" not in text and "patches" not in text
 

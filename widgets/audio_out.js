@@ -89,7 +89,10 @@ function initialize({ model, signal }) {
   const sampleRate = model.get("sample_rate");
   const channels = model.get("channels");
   const loopSamples = model.get("loop_samples");
-  const ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
+  // "lowest" = latencyHint 0: the smallest output buffer the browser offers (an instrument);
+  // "interactive" / "balanced" / "playback" where a machine crackles with it
+  const hint = model.get("latency_hint");
+  const ctx = new AudioContext({ sampleRate, latencyHint: hint === "lowest" || !hint ? 0 : hint });
   const state = {
     ctx, ready: false, error: "", sampleRate: ctx.sampleRate, patchesReceived: 0,
     acks: 0, applied: 0, status: null, listeners: new Set(),
@@ -126,7 +129,8 @@ function initialize({ model, signal }) {
       for (const [name, [v, t]] of Object.entries(m.heard)) {
         heard[name] = v; heardCtx[name] = t; heardAt[name] = epochOf(ctx, t);
       }
-      const status = { ...m, heard, heard_ctx: heardCtx, heard_at: heardAt, state: ctx.state, epoch: Date.now() / 1000 };
+      const status = { ...m, heard, heard_ctx: heardCtx, heard_at: heardAt, state: ctx.state, epoch: Date.now() / 1000,
+                       output_latency: (ctx.baseLatency || 0) + (ctx.outputLatency || 0) };
       state.status = status;
       const now = performance.now();
       if (now - sentAt >= REPORT_MS || (changed(sent, status) && now - sentAt >= REPORT_MS / 4)) {

@@ -24,11 +24,11 @@ from typing import Any
 import ipywidgets as W
 import torch
 
-from ..engine.checks import check_int
+from ..engine.checks import check_choice, check_int
 from ..engine.control_table import CONTROLS
 from ..models import Model, load
 from ..models.tone import playable
-from .audio_out import DTYPES, AudioOut
+from .audio_out import DTYPES, LATENCY_HINTS, AudioOut
 from .curve_editor import CurveEditors
 from .bars import midi_bar, session_bar
 from .midi import MidiMap
@@ -76,15 +76,18 @@ class Instrument:
     the browser as ``"int16"`` (half the bytes of ``"float32"``: at ~25 patches a second the
     websocket and the page share the kernel's two cores); ``transport_encoding``: ``"auto"``
     (binary buffers, or base64 text where the front end drops buffers, as Colab's does),
-    ``"binary"`` or ``"base64"``.
+    ``"binary"`` or ``"base64"``; ``latency_hint``: the page's AudioContext, ``"lowest"`` (the
+    smallest output buffer the browser offers) or ``"interactive"`` / ``"balanced"`` /
+    ``"playback"`` where a machine crackles with it.
     """
 
     def __init__(self, model: Model, *, depth: int = 4, steps: int | None = None, prompt: str | None = None,
                  seed: int = 0, window_s: float = DEFAULT_WINDOW_S, max_ticks_per_s: float | None = 50.0,
                  refresh_hz: float = 10.0, microphone: bool = True, note: str = "", autostart: bool = True,
-                 transport: str = "int16", transport_encoding: str = "auto"):
+                 transport: str = "int16", transport_encoding: str = "auto", latency_hint: str = "lowest"):
         if transport not in DTYPES:
             raise ValueError(f"transport: expected one of {DTYPES}, got {transport!r}")
+        check_choice("latency_hint", latency_hint, LATENCY_HINTS)
         self.model = playable(model)
         self.note = note
         prompt = model.defaults.get("prompt", "") if prompt is None else prompt
@@ -108,7 +111,7 @@ class Instrument:
             self.runner.wait_patch(timeout=FIRST_PATCH_WAIT_S)
         self.audio = AudioOut(sample_rate=codec.sample_rate, channels=codec.audio_channels,
                               loop_samples=self.runner.player.loop_samples, dtype=transport,
-                              transport_encoding=transport_encoding)
+                              transport_encoding=transport_encoding, latency_hint=latency_hint)
         self.audio.attach(self.runner.player)
         if self.runner.first_patch_at is not None:
             self._send_loop()
@@ -350,7 +353,8 @@ class Instrument:
         """The runner's metrics plus what the listener experiences: ``audio`` (playing, loading,
         waiting for the browser), ``control_to_ear_s`` (per version key, from the write to the
         first sample heard; time before the audio reached the page is not counted) and
-        ``cpu_headroom`` (the machine's idle CPU share, None before the first reading)."""
+        ``cpu_headroom`` (the machine's idle CPU share, None before the first reading),
+        ``output_latency_ms`` (the page's AudioContext: base + output latency, part of control→ear)."""
         metrics = self.runner.metrics()
         audio = self.audio
         metrics["control_to_ear_s"] = self.latency.heard(audio.heard_versions, audio.heard_at, since=audio.sounding_since)
@@ -364,6 +368,7 @@ class Instrument:
             state = "playing"
         metrics["audio"] = state
         metrics["cpu_headroom"] = self.cpu.headroom
+        metrics["output_latency_ms"] = audio.output_latency_ms or None  # the browser's own part of the ear path
         metrics["patches_sent"], metrics["patches_skipped"] = self.patches_sent, self.runner.player.skipped_patches
         return metrics
 

@@ -139,6 +139,8 @@ def metrics_html(m: dict) -> str:
         return "–" if v is None else f"{v:.{digits}f} {unit}".rstrip()
     latency = m.get("control_to_ear_s") or {}
     ear = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in sorted(latency.items())) or "–"
+    if latency and m.get("output_latency_ms"):
+        ear += f" (of which the browser's output {m['output_latency_ms']:.0f} ms)"
     headroom = m.get("cpu_headroom")
     items = [("audio", html.escape(str(m.get("audio", "–")))), ("control→ear", ear),
              ("CPU headroom", "–" if headroom is None else f"{100 * headroom:.0f}%"),

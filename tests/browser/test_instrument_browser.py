@@ -35,6 +35,10 @@ def test_worklet_receives_patches_and_plays_sound(play):
     assert later["rms"] > 0.005 and later["peak"] > 0.02, later      # music, not silence
     assert later["playhead"] != first["playhead"]
     check_kernel_streaming(lab, received)
+    # the page asked for the lowest output latency and the kernel knows what it got
+    page_ms = lab.eval("() => { const c = window.__demon_audio.latest.ctx; return 1000 * (c.baseLatency + c.outputLatency); }")
+    kernel = lab.kernel_json("{'hint': inst.audio.latency_hint, 'ms': inst.metrics()['output_latency_ms']}")
+    assert kernel["hint"] == "lowest" and kernel["ms"] == pytest.approx(page_ms, abs=0.01), (kernel, page_ms)
 
 
 def test_slider_dragged_with_mouse_reaches_kernel_and_is_heard(play):

@@ -366,3 +366,38 @@ def test_a_first_look_is_heard_after_its_own_steps_and_full_quality_follows(deno
         assert not any(s is not None and s.first_look for s in ring.slots)
     with pytest.raises(ValueError, match="first_look"):
         ring.express(first_look=-1)
+
+
+def test_a_step_write_previews_the_nearest_slot_when_no_slot_finishes(denoiser):
+    """The first tick under a new state version keeps the x0 estimate of the slot with the fewest steps
+    left (x0_hat = x_t - t v vs: linear in the new velocity scale), if no slot finishes at that tick;
+    the slots themselves go on exactly as without previews."""
+
+    def run(scale, write_at, previews=True):
+        ring = make_ring(denoiser)
+        ring.previews = previews
+        seeds = iter(range(1000))
+        ring.feed = lambda: Request(cond=0, seed=next(seeds))
+        done, seen = [], {}
+        for tick in range(24):
+            if tick == write_at:
+                ring.state.set("velocity_scale", scale)
+            done += ring.tick()
+            seen[tick] = ring.preview
+        return done, seen
+
+    finished = {c.finished_tick for c in run(1.0, None)[0]}
+    quiet = next(t for t in range(12, 24) if t not in finished)   # no slot finishes at this tick
+    busy = next(t for t in range(12, 24) if t in finished)
+    done, seen = run(1.5, quiet)
+    plain, _ = run(1.5, quiet, previews=False)
+    assert len(done) == len(plain) and all(torch.equal(a.latent, b.latent) for a, b in zip(done, plain))
+    assert [t for t, p in seen.items() if p is not None] == [quiet]       # once, at the write's tick
+    p = seen[quiet]
+    assert p.preview and p.first_look and p.state_versions[-1] == 1 and p.finished_tick == quiet
+    nearest = [c for c in done if c.born_tick == p.born_tick][0]
+    assert nearest.finished_tick > quiet                                   # it had steps left
+    lows, mids, highs = (run(v, quiet)[1][quiet].latent for v in (1.0, 1.5, 2.0))
+    assert not torch.allclose(lows, mids)
+    torch.testing.assert_close(mids - lows, highs - mids, rtol=1e-4, atol=1e-5)   # linear in vs
+    assert all(p is None for p in run(1.5, busy)[1].values())             # a completion is the first look

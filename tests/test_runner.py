@@ -142,3 +142,28 @@ def test_a_write_ends_the_tick_rate_pause(model):
         assert wait_until(lambda: r.ring.tick_count == 2, timeout=5.0)
     finally:
         r.stop()
+
+
+def test_a_step_write_is_patched_at_the_first_tick_that_reads_it(model):
+    """A preview when no slot finishes at that tick; the next completion is then patched whatever the
+    patch budget says (it replaces the preview), and the preview counts as no completion."""
+    runner = Runner(model, depth=4, steps=8, patch_interval_s=0.49)   # the budget alone would skip most
+    patches = []
+    runner.on_patch(patches.append)
+    import torch
+    finished = 0
+    with torch.inference_mode():
+        for _ in range(12):
+            finished += len(runner.step())
+        for _ in range(6):
+            before = len(patches)
+            version = runner.set("velocity_scale", 1.0 + len(patches) / 10)
+            done = runner.step()
+            finished += len(done)
+            assert len(patches) == before + 1 and patches[-1].versions["state"] == version, (done, patches[-1])
+            if not done:   # a preview: the next completion must replace it
+                completions = runner.completions
+                while runner.completions == completions:
+                    finished += len(runner.step())
+                assert len(patches) == before + 2 and patches[-1].versions["state"] == version
+    assert runner.previews >= 1 and runner.completions == finished   # previews are not completions

@@ -19,6 +19,12 @@ Read this file beside DEMON (arXiv 2605.28657), section "engine".
 The per-step composition (model input, guidance, the ODE/SDE step, DCW) lives in
 ``sampler.py``; this file only orchestrates slots, batching, births and structure.
 
+Step-write previews: a step write is read at the next tick, but at depth D and S steps a slot
+finishes only every S / D ticks. When the tick that first reads a new state version finishes no
+slot, the slot nearest its end also keeps its x0 estimate of that step
+(``x0_hat = x_t - t v``, under the new state) as ``ring.preview``: a first look that the player
+can play one or more ticks before the next completion. Slots are not touched.
+
 Structure changes: growing the depth adds empty slots at once; shrinking lets
 the surplus slots finish (drain) and never discards them. Steps and shift are
 per-slot (submission class): slots in flight finish on the schedule they were
@@ -60,6 +66,7 @@ class Completion:
     state_versions: tuple[int, ...]  # shared-state version read at each step
     param_versions: Mapping[str, int]  # per-parameter versions at the last step
     first_look: bool = False  # from the express lane's shorter schedule (see Ring.express)
+    preview: bool = False  # not a finished slot: its x0 estimate after a step write (see Ring.preview)
 
     @property
     def tag(self) -> Any:
@@ -100,6 +107,9 @@ class Ring:
         self._pending_structure: dict[str, Any] = {}
         self._express = False  # an express birth is due at the next birth phase
         self._express_steps: int | None = None  # its first-look steps (None: the request's schedule)
+        self.previews = True  # see the module docstring; ``preview``: the last tick's, or None
+        self.preview: Completion | None = None
+        self._last_state_version: int | None = None
         self._rows_x = torch.empty(0, frames, channels, device=self.device, dtype=dtype)  # batch input buffer
         self._rows_t = torch.empty(0, device=self.device, dtype=dtype)
 
@@ -165,6 +175,7 @@ class Ring:
         """Advance every active slot one step; return every slot that finished now."""
         self._apply_structure_changes()
         snap = self.state.snapshot()
+        self.preview = None
         self._birth_slots()
         tick_index = self.tick_count
         self.tick_count += 1
@@ -174,17 +185,30 @@ class Ring:
         inputs = {i: sampler.model_input(slot, snap) for i, slot in active}
         positive = self._positive_velocities(active, inputs)
         negative = self._negative_velocities(active, inputs)
+        looker = self._preview_slot(active, snap.version)
         done = []
         for i, slot in active:
             velocities, weights = positive[i]
-            sampler.advance(slot, velocities, weights, negative.get(i), snap)
+            info = sampler.advance(slot, velocities, weights, negative.get(i), snap, want_x0=i == looker)
             slot.versions.append(snap.version)
+            if i == looker:
+                self.preview = Completion(info["x0_hat"][0], slot.request, i, slot.born_tick, tick_index,
+                                          tuple(slot.versions), snap.param_versions, True, True)
             if slot.step == slot.steps:
                 done.append(Completion(slot.x[0], slot.request, i, slot.born_tick, tick_index,
                                        tuple(slot.versions), snap.param_versions, slot.first_look))
                 self.slots[i] = None
         self._trim_drained_slots()
         return done
+
+    def _preview_slot(self, active, version: int) -> int | None:
+        """The slot whose x0 estimate is this tick's preview: only at the first tick under a new
+        state version, only when no slot finishes at it; the one with the fewest steps left."""
+        new_version = self._last_state_version is not None and version != self._last_state_version
+        self._last_state_version = version
+        if not (self.previews and new_version) or any(slot.step + 1 == slot.steps for _, slot in active):
+            return None
+        return min(active, key=lambda item: (item[1].steps - item[1].step, item[1].born_tick))[0]
 
     def _positive_velocities(self, active, inputs) -> dict[int, tuple[list, list]]:
         """One batched forward over every active condition of every slot."""

@@ -311,6 +311,7 @@ class Player:
         self.patch_interval_s = float(patch_interval_s)
         self.skipped_patches = 0    # completions not patched (unchanged controls, a patch sent recently)
         self._last_patch: tuple[float, dict] | None = None   # (monotonic time, versions) of the last patch
+        self.patched_versions: dict[str, int] = {}  # the newest version of each key patched so far
         self._rotation = 0          # next frame of the rotating windows before the first report
         self.fade = fade_samples(sample_rate, fade_ms)
         self.mirror = LoopMirror(loop_samples, channels, self.fade)
@@ -336,6 +337,11 @@ class Player:
         now = time.monotonic() if now is None else now
         playhead, reported_at, playing = self._clock
         return extrapolate_playhead(playhead, reported_at, now, self.sample_rate, self.loop_samples, playing)
+
+    def expect_full(self) -> None:
+        """The last patch was a preview (a step write's x0 estimate): the next completion is due
+        whatever its versions and the budget say."""
+        self._last_patch = None
 
     def due(self, versions: dict[str, int], now: float | None = None) -> bool:
         """Should the completion rendered under ``versions`` be patched? Yes when the versions
@@ -383,6 +389,8 @@ class Player:
                       time.time() if now is None else now)
         self.mirror.apply(patch)
         self._last_patch = (time.monotonic(), dict(versions))
+        for key, version in versions.items():
+            self.patched_versions[key] = max(version, self.patched_versions.get(key, version))
         with self._lock:
             self._pending[patch.completion_id] = (time.monotonic(), float(decode_s))
             while len(self._pending) > 64:

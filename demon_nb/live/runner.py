@@ -65,6 +65,7 @@ class Runner:
         self.completion_times: deque[float] = deque(maxlen=256)
         self.errors: deque[TickError] = deque(maxlen=32)
         self.completions = 0
+        self.previews = 0  # step-write previews played (Ring.preview)
         self.full_version = 0   # the newest submission version of a full-schedule completion
         self.started_at: float | None = None           # epoch s of the first start()
         self.first_patch_at: float | None = None       # epoch s of the first patch
@@ -208,6 +209,8 @@ class Runner:
                                 "submission_full": self.full_version, "decode": self.controls.decode_version}
                     patch = self._render(newest, versions) if self.player.due(versions) else None  # budget: Player
                     self._publish(patch, newest)
+                elif self._preview_playable(self.ring.preview):
+                    self._publish_preview(self.ring.preview)
             return done
         except Exception as exc:  # the instrument keeps playing: record, tell the UI, go on
             error = TickError(self.ring.tick_count, f"{type(exc).__name__}: {exc}", traceback.format_exc(), time.time())
@@ -215,6 +218,20 @@ class Runner:
             for callback in list(self._error_listeners):
                 _call_quietly(callback, error)
             return []
+
+    def _preview_playable(self, preview: Completion | None) -> bool:
+        """A step write's preview (``Ring.preview``) is played unless its slot was born under an
+        older submission than what the listener already hears (it would sound like a step back)."""
+        return preview is not None and preview.request.version >= self.player.patched_versions.get("submission", 0)
+
+    def _publish_preview(self, preview: Completion) -> None:
+        """Decode and send the preview now; the next completion is patched whatever the budget."""
+        versions = {"state": preview.state_versions[-1], "submission": preview.request.version,
+                    "submission_full": self.full_version, "decode": self.controls.decode_version}
+        patch = self._render(preview, versions)
+        self.player.expect_full()
+        self.previews += 1
+        self._publish(patch, None)
 
     def _render(self, completion: Completion, versions: dict[str, int]) -> Patch:
         window = self.player.plan()
@@ -225,9 +242,9 @@ class Runner:
         self.decode_ms.append(decode_s * 1e3)
         return self.player.make_patch(window, pcm, versions, self.completions, decode_s)
 
-    def _publish(self, patch: Patch | None, completion: Completion) -> None:
+    def _publish(self, patch: Patch | None, completion: Completion | None) -> None:
         """Every completion to the completion consumers; a patch (when one was made) to the
-        listeners (the audio widget) and the patch consumers."""
+        listeners (the audio widget) and the patch consumers. A preview has a patch only."""
         if patch is not None:
             self.first_patch_at = self.first_patch_at or time.time()
             self._first_patch.set()

@@ -267,6 +267,7 @@ def measure(args) -> dict:
         "startup_rms": round(float(startup["rms"]), 4),
         "audio_output_latency_ms": round(float(latency), 1),
         "patches_sent": metrics["patches_sent"], "patches_skipped": metrics["patches_skipped"],
+        "previews": metrics.get("previews", 0),
         "view_hz_end": round(float(log["view_hz"]), 1), "status_reports_per_s": None,
         "headless_tick_ms_p50": h, "headless_tick_ms_p50_before_after": [h_before, h_after],
         "tick_ratio": round(float(np.median(ticks["step"])) / h, 2) if h else None,

@@ -319,6 +319,7 @@ class Runner:
             "errors": len(self.errors), "depth": self.ring.depth, "steps": self.controls.get("steps"),
             "backend": getattr(self.model.denoiser, "backend", "eager"), "lora": self.lora.active,
             "lora_in_flight": sorted(self.ring.adapters_in_use()), "lora_swap_ms": self.lora.swap_ms,
+            "previews": self.previews,
         }
         result["warning"] = realtime_warning(result["tick_ms"], result["decode_ms"], result["steps"], len(self.tick_ms))
         return result

@@ -245,3 +245,7 @@ def test_latency_hint_is_checked_where_it_enters():
     assert AudioOut().latency_hint == "lowest"
     with pytest.raises(ValueError, match="latency_hint"):
         AudioOut(latency_hint="fast")
+    audio = AudioOut()
+    with pytest.raises(ValueError, match="latency_hint"):
+        audio.latency_hint = "0"          # a later write is checked too (the page reads it at start)
+    assert audio.latency_hint == "lowest"

@@ -190,3 +190,19 @@ def test_acestep_dit_takes_a_lora_and_drops_its_cached_kv(tmp_path):
     last = with_lora[-1]  # born under the adapter on the full schedule (same prompt and seed as base)
     assert last.request.adapter is not None and not last.first_look
     assert den._batches is not cached and (last.latent - base[0]).abs().max() > 1e-3
+
+
+def test_strength_comes_from_the_ticks_snapshot_even_when_written_between_ticks(mini, tmp_path):
+    """A MIDI-mapped strength is written by a before-tick callback registered after the LoRA's own:
+    the tick that reads the new version must run the adapter at it (not one tick later)."""
+    runner = fresh(mini)
+    runner.load_lora(write(tmp_path, "a.safetensors", random_adapter(mini.denoiser.lora_target(), scale=0.2)))
+    run(runner, 5)
+    writes = iter([0.25, 0.75])
+    runner.before_tick(lambda: runner.set("lora_strength", next(writes, 0.75)))
+    for expected in (0.25, 0.75):
+        run(runner, 1)
+        assert runner.lora._selected == (runner.lora.active, expected)
+    # an adapter that is not loaded any more (e.g. deleted by another runner) plays as the base network
+    runner.lora.select("no-such-adapter", runner.ring.state.snapshot())
+    assert runner.lora._selected == (None, None)

@@ -145,25 +145,47 @@ def test_a_write_ends_the_tick_rate_pause(model):
 
 
 def test_a_step_write_is_patched_at_the_first_tick_that_reads_it(model):
-    """A preview when no slot finishes at that tick; the next completion is then patched whatever the
-    patch budget says (it replaces the preview), and the preview counts as no completion."""
+    """After a tick without a patch, a step write is heard from the very next tick: its completion,
+    or a preview when no slot finishes; the next completion then replaces the preview whatever the
+    patch budget says. Right after a patched tick (a sweep) there is no preview. Previews are not
+    completions and are never acked."""
+    import torch
+
     runner = Runner(model, depth=4, steps=8, patch_interval_s=0.49)   # the budget alone would skip most
     patches = []
     runner.on_patch(patches.append)
-    import torch
     finished = 0
+
+    def step():
+        nonlocal finished
+        before = len(patches)
+        done = runner.step()
+        finished += len(done)
+        return done, len(patches) > before
+
     with torch.inference_mode():
         for _ in range(12):
-            finished += len(runner.step())
-        for _ in range(6):
+            step()
+        for trial in range(6):
+            for _ in range(trial % 2):
+                step()                                 # writes land at both phases of the cadence
+            while step()[1]:
+                pass                                   # the last tick sent no patch
             before = len(patches)
-            version = runner.set("velocity_scale", 1.0 + len(patches) / 10)
-            done = runner.step()
-            finished += len(done)
+            version = runner.set("velocity_scale", 1.0 + trial / 10)
+            done, _ = step()
             assert len(patches) == before + 1 and patches[-1].versions["state"] == version, (done, patches[-1])
-            if not done:   # a preview: the next completion must replace it
+            if not done:                               # a preview, never acked; the next completion replaces it
+                assert patches[-1].completion_id < 0
                 completions = runner.completions
                 while runner.completions == completions:
-                    finished += len(runner.step())
+                    step()
                 assert len(patches) == before + 2 and patches[-1].versions["state"] == version
-    assert runner.metrics()["previews"] == runner.previews >= 1 and runner.completions == finished   # previews are not completions
+        # a sweep: a write right after a patched completion tick gets no preview
+        while not (done := step())[0] or not done[1]:
+            pass
+        before = len(patches)
+        runner.set("velocity_scale", 0.5)
+        done, patched = step()
+        assert done or not patched
+    assert runner.metrics()["previews"] == runner.previews >= 1 and runner.completions == finished

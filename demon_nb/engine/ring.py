@@ -94,9 +94,11 @@ class Ring:
         self.queue: deque[Request] = deque(maxlen=queue_size)
         self.feed: Callable[[], Request] | None = None
         # LoRA adapters are per slot (``Request.adapter``, chosen at birth: a swap is submission class).
-        # Before each forward the ring calls ``select_adapter(name)`` once per group of rows sharing an
-        # adapter (the base network's rows first); None = the model runs without adapters.
-        self.select_adapter: Callable[[str | None], None] | None = None
+        # Before each forward the ring calls ``select_adapter(name, snapshot)`` (the tick's shared-state
+        # snapshot: e.g. its lora_strength) once per group of rows sharing an adapter (the base
+        # network's rows first); None = the model runs without adapters.
+        self.select_adapter: Callable[[str | None, Mapping[str, Any]], None] | None = None
+        self._snap = None
         self.slots: list[Slot | None] = [None] * depth
         self.tick_count = 0
         self.dropped = 0  # requests dropped from a full queue (oldest first)
@@ -173,9 +175,9 @@ class Ring:
     # -- the tick ------------------------------------------------------------------
     def tick(self) -> list[Completion]:
         """Advance every active slot one step; return every slot that finished now."""
-        self._apply_structure_changes()
-        snap = self.state.snapshot()
         self.preview = None
+        self._apply_structure_changes()
+        snap = self._snap = self.state.snapshot()
         self._birth_slots()
         tick_index = self.tick_count
         self.tick_count += 1
@@ -193,7 +195,7 @@ class Ring:
             slot.versions.append(snap.version)
             if i == looker:
                 self.preview = Completion(info["x0_hat"][0], slot.request, i, slot.born_tick, tick_index,
-                                          tuple(slot.versions), snap.param_versions, True, True)
+                                          tuple(slot.versions), snap.param_versions, first_look=True, preview=True)
             if slot.step == slot.steps:
                 done.append(Completion(slot.x[0], slot.request, i, slot.born_tick, tick_index,
                                        tuple(slot.versions), snap.param_versions, slot.first_look))
@@ -248,12 +250,12 @@ class Ring:
         names = sorted(set(adapters), key=lambda name: (name is not None, name or ""))  # the base network first
         if self.select_adapter is None or len(names) == 1:
             if self.select_adapter is not None:
-                self.select_adapter(names[0])
+                self.select_adapter(names[0], self._snap)
             return self._forward_rows(xs, ts, conds, contexts)
         out = None
         for name in names:
             rows = [r for r, a in enumerate(adapters) if a == name]
-            self.select_adapter(name)
+            self.select_adapter(name, self._snap)
             v = self._forward_rows([xs[r] for r in rows], [ts[r] for r in rows], [conds[r] for r in rows],
                                    [contexts[r] for r in rows])
             if out is None:

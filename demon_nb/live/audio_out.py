@@ -102,6 +102,10 @@ class AudioOut(anywidget.AnyWidget):
     transport_encoding = t.Unicode("auto")  # as constructed: "auto" | "binary" | "base64"
     encoding = t.Unicode("pending")         # in use: "binary" | "base64" | "pending" (auto, probe unanswered)
 
+    @t.validate("latency_hint")
+    def _valid_latency_hint(self, proposal):
+        return check_choice("latency_hint", proposal["value"], LATENCY_HINTS)
+
     def __init__(self, sample_rate: int = 48_000, channels: int = 2, loop_samples: int = 480_000,
                  fade_ms: float = 5.0, dtype: str = "float32", transport_encoding: str = "auto",
                  latency_hint: str = "lowest", **kwargs):

@@ -391,10 +391,11 @@ class Player:
         self._last_patch = (time.monotonic(), dict(versions))
         for key, version in versions.items():
             self.patched_versions[key] = max(version, self.patched_versions.get(key, version))
-        with self._lock:
-            self._pending[patch.completion_id] = (time.monotonic(), float(decode_s))
-            while len(self._pending) > 64:
-                self._pending.pop(next(iter(self._pending)))
+        if patch.completion_id >= 0:  # only these may be acked (previews, resends: < 0)
+            with self._lock:
+                self._pending[patch.completion_id] = (time.monotonic(), float(decode_s))
+                while len(self._pending) > 64:
+                    self._pending.pop(next(iter(self._pending)))
         return patch
 
     def acked(self, completion_id: int, now: float | None = None) -> float | None:

@@ -34,6 +34,8 @@ from ..models.lora import LoraAdapters
 from .controls import Controls
 from .player import DEFAULT_PATCH_INTERVAL_S, DEFAULT_WINDOW_S, Patch, Player
 
+PREVIEW_PATCH_ID = -2  # previews are never acked (the lead learns from completion patches)
+
 
 @dataclass(frozen=True)
 class TickError:
@@ -66,6 +68,7 @@ class Runner:
         self.errors: deque[TickError] = deque(maxlen=32)
         self.completions = 0
         self.previews = 0  # step-write previews played (Ring.preview)
+        self._patched_tick = -(10**9)  # the tick of the last patch
         self.full_version = 0   # the newest submission version of a full-schedule completion
         self.started_at: float | None = None           # epoch s of the first start()
         self.first_patch_at: float | None = None       # epoch s of the first patch
@@ -76,7 +79,7 @@ class Runner:
         self._before_tick: list[Callable[[], None]] = []
         self.lora = LoraAdapters(model.denoiser, on_switch=self.controls.set_adapter)
         self.ring.select_adapter = self.lora.select
-        self.before_tick(lambda: self.lora.apply(self.ring.state.get("lora_strength"), self.ring.adapters_in_use()))
+        self.before_tick(lambda: self.lora.apply(self.ring.adapters_in_use()))
         self._consumers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue, str]] = []
         self._consumers_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -220,32 +223,38 @@ class Runner:
             return []
 
     def _preview_playable(self, preview: Completion | None) -> bool:
-        """A step write's preview (``Ring.preview``) is played unless its slot was born under an
-        older submission than what the listener already hears (it would sound like a step back)."""
-        return preview is not None and preview.request.version >= self.player.patched_versions.get("submission", 0)
+        """A step write's preview (``Ring.preview``) is played when it is finite, its slot was not born
+        under an older submission than what the listener hears (that would sound like a step back),
+        and no patch went out at the tick before (in a sweep every completion is patched anyway:
+        previews would double the patches for a one-tick gain)."""
+        return (preview is not None and preview.finished_tick - self._patched_tick >= 2
+                and preview.request.version >= self.player.patched_versions.get("submission", 0)
+                and bool(torch.isfinite(preview.latent).all()))
 
     def _publish_preview(self, preview: Completion) -> None:
-        """Decode and send the preview now; the next completion is patched whatever the budget."""
+        """Decode and send the preview now (patch id -2: never acked, the lead learns from completions
+        only); the next completion is patched whatever the budget."""
         versions = {"state": preview.state_versions[-1], "submission": preview.request.version,
                     "submission_full": self.full_version, "decode": self.controls.decode_version}
-        patch = self._render(preview, versions)
+        patch = self._render(preview, versions, patch_id=PREVIEW_PATCH_ID)
         self.player.expect_full()
         self.previews += 1
         self._publish(patch, None)
 
-    def _render(self, completion: Completion, versions: dict[str, int]) -> Patch:
+    def _render(self, completion: Completion, versions: dict[str, int], patch_id: int | None = None) -> Patch:
         window = self.player.plan()
         started = time.perf_counter()
         audio = decode_window(self.model.codec, completion.latent, window.a, window.b, loop=True)
         pcm = (audio.float() * self.controls.gain).cpu().numpy().astype(np.float32, copy=False)
         decode_s = time.perf_counter() - started
         self.decode_ms.append(decode_s * 1e3)
-        return self.player.make_patch(window, pcm, versions, self.completions, decode_s)
+        return self.player.make_patch(window, pcm, versions, self.completions if patch_id is None else patch_id, decode_s)
 
     def _publish(self, patch: Patch | None, completion: Completion | None) -> None:
         """Every completion to the completion consumers; a patch (when one was made) to the
         listeners (the audio widget) and the patch consumers. A preview has a patch only."""
         if patch is not None:
+            self._patched_tick = self.ring.tick_count - 1
             self.first_patch_at = self.first_patch_at or time.time()
             self._first_patch.set()
             for callback in list(self._listeners):

@@ -9,7 +9,7 @@
   ``lora_down`` / ``lora_up``, ACE-Step's official module names ``q_proj`` ...); every
   key must hit a linear layer of this DiT with matching shapes, and every value must be
   finite, else a ValueError naming the key. Nothing is touched on failure.
-- ``stage(state)``, ``unload()``: queued; ``apply(strength, in_use)`` runs them between
+- ``stage(state)``, ``unload()``: queued; ``apply(in_use)`` runs them between
   ticks on the tick thread (``load_lora_adapter``), so a tick never sees a half-swapped
   network, and the music keeps playing on the previous adapter while a new one is read.
 - A swap is **submission class**: ``active`` is the adapter that slots born from now on
@@ -18,7 +18,7 @@
   adapter (``disable_lora`` / ``set_adapters``), so for the S ticks a swap drains a tick
   runs one forward per adapter; an adapter no slot uses any more is deleted by ``apply``.
 - ``lora_strength`` is step class: ``select`` scales the adapter with the strength of the
-  tick (every adapter in flight takes the same strength).
+  tick's shared-state snapshot (every adapter in flight takes the same strength).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import itertools
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -119,7 +120,6 @@ class LoraAdapters:
         self.denoiser = denoiser
         self.on_switch = on_switch  # called with the new ``active`` name on the tick thread (a submission write)
         self.active: str | None = None
-        self.strength = 1.0
         self._selected: tuple | None = None  # (name, strength) the DiT runs with now; None = unknown
         self.swap_ms: float | None = None  # what the last load took on the tick thread (one tick that much longer)
         self._pending: list[tuple[str, object]] = []
@@ -150,13 +150,15 @@ class LoraAdapters:
         with self._lock:
             self._pending.append(("unload", None))
 
-    def apply(self, strength: float, in_use: set[str] = frozenset()) -> None:
-        """Between ticks (tick thread): load / unload as queued (``on_switch`` tells the controls),
-        take the tick's strength, and delete every loaded adapter that is neither ``active`` nor
-        in ``in_use`` (the adapters of the slots in flight; also any left by an earlier runner)."""
+    def apply(self, in_use: set[str] = frozenset()) -> None:
+        """Between ticks (tick thread): load / unload as queued (``on_switch`` tells the controls when
+        the adapter new slots take changes), and delete every loaded adapter that is neither
+        ``active`` nor in ``in_use`` (the adapters of the slots in flight; also any left by an
+        earlier runner)."""
         with self._lock:
             pending, self._pending = self._pending, []
         for action, arg in pending:
+            before = self.active
             if action == "load":
                 name, state = arg
                 began = time.perf_counter()
@@ -165,26 +167,31 @@ class LoraAdapters:
                 self.active, self._selected = name, None
             else:
                 self.active = None
-            if self.on_switch is not None:
+            if self.on_switch is not None and self.active != before:
                 self.on_switch(self.active)
-        self.strength = float(strength)
         stale = [name for name in self.loaded if name != self.active and name not in in_use]
         if stale:
             self.dit.delete_adapters(stale)
             self._selected = None
 
-    def select(self, name: str | None) -> None:
-        """Before a forward (tick thread): run the DiT with adapter ``name`` at the tick's strength
-        (None: without adapters). Nothing to do when it already does."""
-        wanted = (name, self.strength if name is not None else None)
-        if self.dit is None or wanted == self._selected:
+    def select(self, name: str | None, state: Any = None) -> None:
+        """Before a forward (tick thread): run the DiT with adapter ``name`` at the ``lora_strength`` of
+        the tick's snapshot ``state`` (None: without adapters; an adapter that is not loaded any more
+        plays as the base network rather than stopping the ring). Nothing to do when it already does."""
+        if self.dit is None:
+            return
+        if name is not None and name not in self.loaded:
+            name = None
+        strength = float(state["lora_strength"]) if state is not None else 1.0
+        wanted = (name, strength if name is not None else None)
+        if wanted == self._selected:
             return
         if name is None:
             if self.loaded:
                 self.dit.disable_lora()
         else:
             self.dit.enable_lora()
-            self.dit.set_adapters([name], weights=[self.strength])
+            self.dit.set_adapters([name], weights=[strength])
         self._selected = wanted
         notify = getattr(self.denoiser, "lora_changed", None)
         if notify is not None:

@@ -4,7 +4,8 @@ Per step: B fresh composer pieces (seeds ``step*B + i``), MiniLM states of their
 captions (dropped to the empty prompt with probability ``p_uncond``), a context
 latent that is a noisy copy of the target with probability ``p_context`` (else the
 target's groove clock as a tempo hint with probability ``p_clock``, else zeros), ``t = shift(sigmoid(N(0,1)))``, ``x_t = t*eps + (1-t)*x0`` and the loss
-``|net(x_t, t) - (eps - x0)|^2``.  Everything random is seeded by ``(seed, step)``,
+``|net(x_t, t) - (eps - x0)|^2`` weighted per channel (``--drum-weight``, ``--bass-weight``).
+``--init DIR`` fine-tunes a trained model instead of starting from random weights.  Everything random is seeded by ``(seed, step)``,
 so a resumed run continues exactly.  Writes ``model.safetensors`` (EMA weights) +
 ``config.json`` into ``--out``; checkpoints go to ``--checkpoint``.
 """
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bass-weight", type=float, default=1.0, help="loss weight of the 12 bass channels (default 1)")
     p.add_argument("--peak-lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--init", type=Path, default=None,
-                   help="fine-tune: start from this weights folder (e.g. the shipped one) instead of random init")
+                   help="fine-tune: start from this weights folder (e.g. the shipped one) instead of random init "
+                        "(a --resume that finds a checkpoint continues from the checkpoint)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is faster on a busy machine)")
     a = p.parse_args(argv)
     if a.minutes <= 0 or not np.isfinite(a.minutes):

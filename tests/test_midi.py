@@ -127,3 +127,27 @@ def test_a_cc_from_the_page_reaches_the_instrument_and_bad_ones_show_in_its_stat
         assert "no Web MIDI" in inst.midi_in.status
     finally:
         inst.close()
+
+
+def test_a_cc_wakes_the_tick_loop_so_its_write_lands_at_the_next_tick(writes):
+    woken = []
+    midi = MidiMap(writes, writes.values.get, slew=1.0, wake=lambda: woken.append(1))
+    midi.map(cc=21, control="velocity_scale", lo=0.0, hi=2.0)
+    midi.receive([0xB0, 22, 5])
+    assert woken == []                      # an unmapped CC aims nothing
+    midi.receive([0xB0, 21, 64])
+    assert woken == [1]
+
+
+def test_the_instrument_wakes_its_runner_on_a_cc():
+    from demon_nb.live.runner import Runner
+
+    inst = Instrument(load("analytic", frames=16, channels=4), autostart=False)
+    try:
+        assert inst.midi.wake == inst.runner.wake
+        inst.runner._wake.clear()
+        inst.midi.map(cc=21, control="velocity_scale")
+        inst.midi.receive([0xB0, 21, 100])
+        assert inst.runner._wake.is_set() and isinstance(inst.runner, Runner)
+    finally:
+        inst.stop()

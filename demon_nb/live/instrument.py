@@ -125,7 +125,7 @@ class Instrument:
         self.status.add_class("demon-status")
         self._last_error: TickError | None = None
         self.midi = MidiMap(self.set, self.get, actions={"new_seed": self._new_seed, "pause": self._toggle_pause,
-                                                         "record": self._toggle_record})
+                                                         "record": self._toggle_record}, wake=self.runner.wake)
         self.midi_in = MidiIn(self.midi)
         self.runner.before_tick(self.midi.flush)
         self.audio.on_ready(self._on_ready)

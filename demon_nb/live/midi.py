@@ -51,12 +51,14 @@ class Mapping:
 
 
 class MidiMap:
-    """``MidiMap(write, get, actions={"pause": fn, ...}, slew=0.25)``; thread-safe. ``get(name)``
-    gives a control's value, where a slew starts from."""
+    """``MidiMap(write, get, actions={"pause": fn, ...}, slew=0.25, wake=None)``; thread-safe.
+    ``get(name)`` gives a control's value, where a slew starts from; ``wake()`` is called when a CC
+    aims a control (the runner's tick-rate pause ends, as for any write)."""
 
     def __init__(self, write: Callable[[str, Any], Any], get: Callable[[str], Any] | None = None,
-                 actions: dict[str, Callable[[], Any]] | None = None, slew: float = 0.25):
-        self.write, self.get = write, get
+                 actions: dict[str, Callable[[], Any]] | None = None, slew: float = 0.25,
+                 wake: Callable[[], Any] | None = None):
+        self.write, self.get, self.wake = write, get, wake
         self.actions = dict(actions or {})
         self.slew = check_float("slew", slew, 0.001, 1.0)
         self._lock = threading.Lock()
@@ -181,6 +183,8 @@ class MidiMap:
     def _aim(self, mapping: Mapping, value: int) -> None:
         with self._lock:
             self._targets[mapping.control] = (mapping.value(value), mapping)
+        if self.wake is not None:
+            self.wake()
 
     # -- the tick thread ------------------------------------------------------------------------
     def _start(self, control: str, target: float) -> float:

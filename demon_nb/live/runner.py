@@ -139,6 +139,10 @@ class Runner:
         self._wake.set()
         return version
 
+    def wake(self) -> None:
+        """End a tick-rate pause in progress (a write queued for the next tick, e.g. MIDI's)."""
+        self._wake.set()
+
     def on_patch(self, callback: Callable[[Patch], None]) -> None:
         self._listeners.append(callback)
 

@@ -212,13 +212,14 @@ def lora_section(model, path: str, style: str, n: int = 12) -> dict:
     for label, strength in (("off", None), ("on", 1.0)):
         if strength is not None:
             adapters.stage(adapters.read(path))
-            adapters.apply(strength)
+            adapters.apply()
+            adapters.select(adapters.active)  # no runner here: the DiT runs the adapter at strength 1
         latents, _ = generate(model, prompts, seeds)
         rows = audio_rows(model.codec, [model.codec.denormalize(z.float()).numpy() for z in latents], metas)
         guess = AE.nearest_centroid(ref_x, ref_y, np.stack([r["mfcc"] for r in rows]))
         out[f"accuracy_{label}"] = round(float(np.mean(guess == style)), 4)
     adapters.unload()
-    adapters.apply(1.0)
+    adapters.apply()   # deletes it: the model is as it was
     return out
 
 

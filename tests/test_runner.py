@@ -147,8 +147,9 @@ def test_a_write_ends_the_tick_rate_pause(model):
 def test_a_step_write_is_patched_at_the_first_tick_that_reads_it(model):
     """After a tick without a patch, a step write is heard from the very next tick: its completion,
     or a preview when no slot finishes; the next completion then replaces the preview whatever the
-    patch budget says. Right after a patched tick (a sweep) there is no preview. Previews are not
-    completions and are never acked."""
+    patch budget says. A write that lands while a tick whose completion is patched unchanged runs is
+    previewed at the next tick; in a sweep (a write before every tick) a tick right after a patch
+    with a new value sends no preview. Previews are not completions and are never acked."""
     import torch
 
     runner = Runner(model, depth=4, steps=8, patch_interval_s=0.49)   # the budget alone would skip most
@@ -181,11 +182,22 @@ def test_a_step_write_is_patched_at_the_first_tick_that_reads_it(model):
                 while runner.completions == completions:
                     step()
                 assert len(patches) == before + 2 and patches[-1].versions["state"] == version
-        # a sweep: a write right after a patched completion tick gets no preview
-        while not (done := step())[0] or not done[1]:
+        # a write during a tick whose completion is patched unchanged (the budget's patch): previewed next tick
+        runner.player.patch_interval_s = 0.0            # every completion is patched
+        heard = patches[-1].versions["state"]
+        while not all(step()):
             pass
-        before = len(patches)
-        runner.set("velocity_scale", 0.5)
+        assert patches[-1].versions["state"] == heard and patches[-1].completion_id >= 0
+        version = runner.set("velocity_scale", 0.6)   # as if it had landed while that tick ran
         done, patched = step()
-        assert done or not patched
+        assert not done and patched and patches[-1].versions["state"] == version, done
+        # a sweep: no preview at the tick right after a patch that carried a new value
+        fresh_before = False
+        for i in range(12):
+            runner.set("velocity_scale", 0.5 + i / 20)
+            done, patched = step()
+            if fresh_before:
+                assert done or not patched, i
+            fresh_before = patched
+        assert any(p.completion_id >= 0 for p in patches[-4:])
     assert runner.metrics()["previews"] == runner.previews >= 1 and runner.completions == finished

@@ -24,6 +24,8 @@
 //   now and then (it extrapolates between reports).
 // Patches may arrive before "ready" (the kernel streams from the start; its ready
 //   handler can wait behind queued cells): they are applied as soon as the worklet runs.
+// In the page, `status.heard_log` lists every advance of a heard version since the last
+//   report, [name, version, epoch s] (a version overtaken within one report included).
 // For tests the state of every model is on window.__demon_audio; its
 // `readLoop()` resolves to a copy of the worklet's loop ({data, filled}).
 
@@ -129,9 +131,12 @@ function initialize({ model, signal }) {
       for (const [name, [v, t]] of Object.entries(m.heard)) {
         heard[name] = v; heardCtx[name] = t; heardAt[name] = epochOf(ctx, t);
       }
-      const status = { ...m, heard, heard_ctx: heardCtx, heard_at: heardAt, state: ctx.state, epoch: Date.now() / 1000,
+      // every advance of a heard version since the last report, with its epoch time (page listeners)
+      const heardLog = (m.advances || []).map(([name, v, t]) => [name, v, epochOf(ctx, t)]);
+      const { advances, ...rest } = m;
+      const status = { ...rest, heard, heard_ctx: heardCtx, heard_at: heardAt, state: ctx.state, epoch: Date.now() / 1000,
                        output_latency: (ctx.baseLatency || 0) + (ctx.outputLatency || 0) };
-      state.status = status;
+      state.status = { ...status, heard_log: heardLog };
       const now = performance.now();
       if (now - sentAt >= REPORT_MS || (changed(sent, status) && now - sentAt >= REPORT_MS / 4)) {
         model.send({ type: "status", ...status });

@@ -4,7 +4,10 @@
 //                     {type: "play", playing}, {type: "volume", volume}
 //                     {type: "read"}                   (tests) answered by {type: "loop", ...}
 // Messages out:       {type: "applied", id}            after a patch is in the buffer
-//                     {type: "status", ...}            about every 100 ms
+//                     {type: "status", ...}            about every 100 ms; `heard` holds the newest
+//                                                      version per name, `advances` every advance since
+//                                                      the last report ([name, version, time]), so a
+//                                                      version overtaken within one report is not lost
 //                     {type: "loop", data, filled}     a copy of the loop, after a read
 //
 // A patch is crossfaded in at its start sample: w(i) = sin^2(pi/2 * (i + 0.5) / F)
@@ -37,6 +40,7 @@ class DemonLoop extends AudioWorkletProcessor {
     this.gain = this.volume;                 // smoothed towards volume per sample
     this.markers = [];                       // {start, len, versions}: heard-version probes
     this.heard = {};                         // name -> [version, audio-context time]
+    this.advances = [];                      // [name, version, time] since the last report
     this.counts = { rendered: 0, silent: 0, skips: 0, gaps: 0, patches: 0, nonfinite: 0, declicks: 0 };
     this.sumsq = 0; this.peak = 0; this.n = 0;
     this.lastFrame = -1;
@@ -117,7 +121,10 @@ class DemonLoop extends AudioWorkletProcessor {
       const t = currentTime + d / sampleRate;
       for (const [name, v] of Object.entries(m.versions)) {
         const prev = this.heard[name];
-        if (!prev || v > prev[0]) this.heard[name] = [v, t];
+        if (!prev || v > prev[0]) {
+          this.heard[name] = [v, t];
+          if (this.advances.length < MAX_MARKERS) this.advances.push([name, v, t]);
+        }
       }
       return false;
     });
@@ -178,10 +185,12 @@ class DemonLoop extends AudioWorkletProcessor {
       rms: this.n ? Math.sqrt(this.sumsq / this.n) : 0,
       peak: this.peak,
       heard: this.heard,
+      advances: this.advances,
       ctxTime: currentTime,
       ...this.counts,
     });
     this.sumsq = 0; this.peak = 0; this.n = 0;
+    this.advances = [];
   }
 }
 

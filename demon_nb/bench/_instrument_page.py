@@ -30,7 +30,8 @@ PLAYING_JS = """() => { const s = window.__demon_audio?.latest?.status;
 # Installs window.__ear = {inputs, heard}: inputs = pointer/key events on the named
 # controls with their epoch time (performance.timeOrigin + event.timeStamp, the
 # clock heard_at uses); heard = every advance of a heard version with the epoch
-# time its first sample reached the output (from the audio widget's reports).
+# time its first sample reached the output (from the audio widget's reports: ``heard_log``
+# has each advance, also a version overtaken before the next report).
 RECORDER_JS = """(names) => {
   const state = window.__demon_audio.latest;
   const rec = {inputs: [], heard: [], reports: 0};
@@ -40,9 +41,11 @@ RECORDER_JS = """(names) => {
     const st = s.status;
     if (!st) return;
     rec.reports++;
-    for (const [key, v] of Object.entries(st.heard || {})) {
+    // every advance (a version overtaken within one report included), then the newest per key
+    const advances = [...(st.heard_log || []), ...Object.entries(st.heard || {}).map(([k, v]) => [k, v, st.heard_at[k]])];
+    for (const [key, v, at] of advances) {
       if (!(key in last) || v > last[key]) {
-        rec.heard.push({key, version: v, at: st.heard_at[key], seen: Date.now() / 1000});
+        rec.heard.push({key, version: v, at, seen: Date.now() / 1000});
         last[key] = v;
       }
     }

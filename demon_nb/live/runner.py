@@ -68,7 +68,7 @@ class Runner:
         self.errors: deque[TickError] = deque(maxlen=32)
         self.completions = 0
         self.previews = 0  # step-write previews played (Ring.preview)
-        self._patched_tick = -(10**9)  # the tick of the last patch
+        self._fresh_patch_tick = -(10**9)  # the tick of the last patch that carried a new state version
         self.full_version = 0   # the newest submission version of a full-schedule completion
         self.started_at: float | None = None           # epoch s of the first start()
         self.first_patch_at: float | None = None       # epoch s of the first patch
@@ -229,9 +229,11 @@ class Runner:
     def _preview_playable(self, preview: Completion | None) -> bool:
         """A step write's preview (``Ring.preview``) is played when it is finite, its slot was not born
         under an older submission than what the listener hears (that would sound like a step back),
-        and no patch went out at the tick before (in a sweep every completion is patched anyway:
-        previews would double the patches for a one-tick gain)."""
-        return (preview is not None and preview.finished_tick - self._patched_tick >= 2
+        and the tick before sent no patch with a new state version (a sweep, a write before every
+        tick: each completion carries a new value anyway, previews would double the patches for a
+        one-tick gain). A patch of an unchanged completion at the tick before (a write that landed
+        while it ran) does not hold the preview back."""
+        return (preview is not None and preview.finished_tick - self._fresh_patch_tick >= 2
                 and preview.request.version >= self.player.patched_versions.get("submission", 0)
                 and bool(torch.isfinite(preview.latent).all()))
 
@@ -252,13 +254,14 @@ class Runner:
         pcm = (audio.float() * self.controls.gain).cpu().numpy().astype(np.float32, copy=False)
         decode_s = time.perf_counter() - started
         self.decode_ms.append(decode_s * 1e3)
+        if versions["state"] > self.player.patched_versions.get("state", -1):
+            self._fresh_patch_tick = self.ring.tick_count - 1
         return self.player.make_patch(window, pcm, versions, self.completions if patch_id is None else patch_id, decode_s)
 
     def _publish(self, patch: Patch | None, completion: Completion | None) -> None:
         """Every completion to the completion consumers; a patch (when one was made) to the
         listeners (the audio widget) and the patch consumers. A preview has a patch only."""
         if patch is not None:
-            self._patched_tick = self.ring.tick_count - 1
             self.first_patch_at = self.first_patch_at or time.time()
             self._first_patch.set()
             for callback in list(self._listeners):

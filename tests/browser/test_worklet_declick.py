@@ -1,6 +1,7 @@
 """The loop worklet's processor in Chromium's JS engine, driven block by block (no audio device, no
 timing): a patch landing on the playhead changes the buffer as the kernel's mirror does,
-and the output fades into it from what was about to play instead of stepping at the playhead."""
+and the output fades into it from what was about to play instead of stepping at the playhead;
+every advance of a heard version is reported with the time its first sample played."""
 
 from pathlib import Path
 
@@ -75,3 +76,36 @@ def test_an_early_patch_is_played_from_the_buffer_without_an_output_fade(page):
     played, buffer = np.asarray(result["played"]), np.asarray(result["buffer"], dtype=np.float32)
     assert result["declicks"] == 0
     np.testing.assert_allclose(played, buffer[:len(played)], atol=1e-7)
+
+
+# Heard versions: every advance is reported, also one overtaken before the next report.
+HEARD_HARNESS = """
+([source, loop, block]) => {
+  let Processor = null;
+  const messages = [];
+  globalThis.sampleRate = 48000; globalThis.currentTime = 0; globalThis.currentFrame = 0;
+  const AudioWorkletProcessor = class { constructor() { this.port = { postMessage: (m) => messages.push(m) }; } };
+  new Function("AudioWorkletProcessor", "registerProcessor", source)(AudioWorkletProcessor, (n, cls) => { Processor = cls; });
+  const p = new Processor({ processorOptions: { loopSamples: loop, channels: 1, playing: true, volume: 1, reportSeconds: 10 } });
+  const patch = (start, n, v) => p.applyPatch({ start, data: [new Float32Array(n).fill(0.1)], fade: 0, versions: { state: v }, id: v });
+  patch(0, loop, 1);
+  patch(1024, 512, 2);                      // played from sample 1024 ...
+  patch(1536, 512, 3);                      // ... and overtaken 512 samples later, before any report
+  for (let b = 0; b * block < 2400; b++) {
+    globalThis.currentTime = b * block / sampleRate; globalThis.currentFrame = b * block;
+    p.process([], [[new Float32Array(block)]]);
+  }
+  p.report();
+  return messages.filter((m) => m.type === "status");
+}
+"""
+
+
+def test_every_heard_version_is_reported_with_the_time_its_first_sample_played(page):
+    page.goto("about:blank")
+    reports = page.evaluate(HEARD_HARNESS, [WORKLET, LOOP, BLOCK])
+    assert len(reports) == 1
+    report = reports[0]
+    assert report["heard"]["state"] == [3, 1536 / 48000]       # the newest, as before
+    advances = [(name, v, round(t * 48000)) for name, v, t in report["advances"]]
+    assert advances == [("state", 1, 0), ("state", 2, 1024), ("state", 3, 1536)]

@@ -239,7 +239,7 @@ def test_patch_budget_skips_only_unchanged_completions_sent_recently():
     sent = p._last_patch[0]
     assert not p.due(dict(v), now=sent + 0.05) and p.skipped_patches == 1
     assert p.due({"state": 2, "submission": 0}, now=sent + 0.05)   # a control change is never held back
-    assert p.due(dict(v), now=sent + 0.2)                       # the interval has passed
+    assert p.due(dict(v), now=sent + 0.201)                     # the interval has passed
     with pytest.raises(ValueError, match="patch_interval_s"):
         Player(loop_samples=LOOP, hop=HOP, sample_rate=1000, window_s=0.5, patch_interval_s=0.5)
     always = Player(loop_samples=LOOP, hop=HOP, sample_rate=1000, patch_interval_s=0.0)

@@ -37,10 +37,30 @@ def test_init_fine_tunes_from_the_given_weights_and_records_them(tmp_path):
     assert len(record["sha256"]) == 64 and record["training"]["steps"] > 0
 
 
+def test_the_key_loss_is_live_and_its_profile_folds_octaves(tmp_path):
+    import torch
+
+    from demon_nb.models.mini import layout as L
+    from demon_nb.models.mini.norm import MEAN, STD
+
+    raw = torch.zeros(1, 4, 64)
+    raw[0, :, 0] = 1.0                                  # MIDI 36 (C) ...
+    raw[0, :, 24] = 1.0                                 # ... and 60 (C) at equal amplitude, ...
+    raw[0, :, 7] = 2.0                                  # ... MIDI 43 (G) at twice it
+    x = (raw - torch.tensor(MEAN)) / torch.tensor(STD)
+    profile = T.pitch_class_profile(x)[0]
+    assert L.pitch_class(7) == 7 and profile.sum().item() == pytest.approx(1.0)
+    assert profile[0].item() == pytest.approx(2 / 6, abs=1e-5) and profile[7].item() == pytest.approx(4 / 6, abs=1e-5)
+    _, plain = small_run(tmp_path, "plain")
+    info, keyed = small_run(tmp_path, "keyed", key_weight=100.0)
+    assert info["key_weight"] == 100.0 and max_diff(plain, keyed) > 0.0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--bass-weight", "-1"], "--bass-weight"),
     (["--drum-weight", "nan"], "--drum-weight"),
     (["--peak-lr", "0"], "--peak-lr"),
+    (["--key-weight", "-0.5"], "--key-weight"),
     (["--init", "/nonexistent"], "--init"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):

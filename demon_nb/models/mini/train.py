@@ -4,7 +4,8 @@ Per step: B fresh composer pieces (seeds ``step*B + i``), MiniLM states of their
 captions (dropped to the empty prompt with probability ``p_uncond``), a context
 latent that is a noisy copy of the target with probability ``p_context`` (else the
 target's groove clock as a tempo hint with probability ``p_clock``, else zeros), ``t = shift(sigmoid(N(0,1)))``, ``x_t = t*eps + (1-t)*x0`` and the loss
-``|net(x_t, t) - (eps - x0)|^2`` weighted per channel (``--drum-weight``, ``--bass-weight``).
+``|net(x_t, t) - (eps - x0)|^2`` weighted per channel (``--drum-weight``, ``--bass-weight``), plus
+``--key-weight`` times the pitch-class profile loss of ``x0_hat`` (:func:`flow_loss`).
 ``--init DIR`` fine-tunes a trained model instead of starting from random weights.  Everything random is seeded by ``(seed, step)``,
 so a resumed run continues exactly.  Writes ``model.safetensors`` (EMA weights) +
 ``config.json`` into ``--out``; checkpoints go to ``--checkpoint``.
@@ -25,11 +26,14 @@ from safetensors.torch import load_file, save_file
 from .composer import compose
 from .denoiser import DEFAULT_CONFIG, MiniNet
 from . import layout as L
+from .norm import MEAN, STD
 from .text import COND_TOKENS, WEIGHTS_SHA256, MiniLMTextEncoder
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CHECKPOINT_DIR = Path.home() / ".cache" / "demon_nb" / "train-mini"
 FRAMES = 250
+_MEAN, _STD = torch.tensor(MEAN), torch.tensor(STD)
+_FOLD = torch.nn.functional.one_hot(torch.tensor([L.pitch_class(c) for c in range(L.PITCHED.stop)]), 12).float()
 
 
 def shift_t(u: torch.Tensor, shift: float) -> torch.Tensor:
@@ -68,10 +72,21 @@ def make_batch(step: int, batch: int, seed: int, text, uncond: torch.Tensor, p_u
     return x0, states, ctx, g
 
 
+def pitch_class_profile(x: torch.Tensor) -> torch.Tensor:
+    """Normalized latents ``[B, T, 64]`` -> ``[B, 12]``: the energy ``sum_t relu(raw)^2`` of the pitched
+    channels folded onto pitch classes (``(MIDI_LOW + c) mod 12``), divided by its sum."""
+    pitched = x[..., L.PITCHED] * _STD[L.PITCHED] + _MEAN[L.PITCHED]
+    energy = pitched.clamp(min=0.0).pow(2).sum(1) @ _FOLD
+    return energy / energy.sum(-1, keepdim=True).clamp(min=1e-6)
+
+
 def flow_loss(net: MiniNet, x0, states, ctx, g: torch.Generator, shift: float, drum_weight: float = 1.0,
-              bass_weight: float = 1.0) -> torch.Tensor:
+              bass_weight: float = 1.0, key_weight: float = 0.0) -> torch.Tensor:
     """Channel-weighted MSE ``mean(w_c (v_hat - v)^2) / mean(w)``; ``w = drum_weight`` on the 4 sparse drum
-    channels, ``bass_weight`` on the 12 bass channels (the root: the strongest cue of the key), 1 elsewhere."""
+    channels, ``bass_weight`` on the 12 bass channels (the root: the strongest cue of the key), 1 elsewhere;
+    plus ``key_weight * mean_b (1 - t_b) |P(x0_hat) - P(x0)|^2`` with ``P`` the pitch-class profile and
+    ``x0_hat = x_t - t v_hat``: the piece's whole harmony (how much tonic, fifth, ... it sounds), which a
+    frame-wise loss does not see."""
     b = x0.shape[0]
     t = shift_t(torch.sigmoid(torch.randn(b, generator=g)), shift)
     eps = torch.randn(x0.shape, generator=g)
@@ -79,7 +94,13 @@ def flow_loss(net: MiniNet, x0, states, ctx, g: torch.Generator, shift: float, d
     w = torch.ones(x0.shape[-1])
     w[L.DRUMS] = drum_weight
     w[L.BASS] = bass_weight
-    return ((net(xt, t, states, ctx) - (eps - x0)).pow(2) * w).mean() / w.mean()
+    v_hat = net(xt, t, states, ctx)
+    loss = ((v_hat - (eps - x0)).pow(2) * w).mean() / w.mean()
+    if key_weight > 0:
+        x0_hat = xt - t[:, None, None] * v_hat
+        miss = (pitch_class_profile(x0_hat) - pitch_class_profile(x0)).pow(2).sum(-1)
+        loss = loss + key_weight * ((1 - t) * miss).mean()
+    return loss
 
 
 def _save_checkpoint(path: Path, net, ema, opt, state: dict) -> None:
@@ -119,7 +140,8 @@ def write_model(out: Path, ema: dict, config: dict, info: dict) -> None:
 def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path | None = None, batch: int = 12, peak_lr: float = 1e-3,
           shift: float = 3.0, p_uncond: float = 0.12, p_context: float = 0.3, steps: int | None = None,
           ema_decay: float = 0.998, checkpoint_s: float = 120.0, progress: bool = True, threads: int = 2,
-          drum_weight: float = 1.0, p_clock: float = 0.9, bass_weight: float = 1.0, init: Path | None = None) -> dict:
+          drum_weight: float = 1.0, p_clock: float = 0.9, bass_weight: float = 1.0, init: Path | None = None,
+          key_weight: float = 0.0) -> dict:
     from tqdm import tqdm
 
     torch.set_num_threads(threads)
@@ -153,7 +175,7 @@ def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path |
         for group in opt.param_groups:
             group["lr"] = lr
         x0, states, ctx, g = make_batch(state["step"], batch, seed, text, uncond, p_uncond, p_context, p_clock)
-        loss = flow_loss(net, x0, states, ctx, g, shift, drum_weight, bass_weight)
+        loss = flow_loss(net, x0, states, ctx, g, shift, drum_weight, bass_weight, key_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -171,19 +193,20 @@ def train(minutes: float, seed: int, out: Path, resume: bool, checkpoint: Path |
         bar.set_postfix(step=state["step"], loss=f"{running:.4f}", lr=f"{lr:.2e}")
         if time.time() - last_ckpt > checkpoint_s:
             _save_checkpoint(ckpt, net, ema, opt, state)
-            write_model(out, ema, DEFAULT_CONFIG, _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock, bass_weight))
+            write_model(out, ema, DEFAULT_CONFIG, _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock,
+                                                        bass_weight, key_weight))
             last_ckpt = time.time()
     bar.close()
     _save_checkpoint(ckpt, net, ema, opt, state)
-    info = _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock, bass_weight)
+    info = _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock, bass_weight, key_weight)
     write_model(out, ema, DEFAULT_CONFIG, info)
     return info
 
 
-def _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock, bass_weight) -> dict:
+def _info(state, batch, peak_lr, shift, p_uncond, p_context, drum_weight, p_clock, bass_weight, key_weight=0.0) -> dict:
     return {"steps": state["step"], "elapsed_s": round(state["elapsed_s"], 1), "seed": state["seed"], "batch": batch,
             "peak_lr": peak_lr, "shift": shift, "p_uncond": p_uncond, "p_context": p_context, "p_clock": p_clock, "drum_weight": drum_weight,
-            "bass_weight": bass_weight, "init": state.get("init"),
+            "bass_weight": bass_weight, "key_weight": key_weight, "init": state.get("init"),
             "final_loss": state["losses"][-1][1] if state["losses"] else None}
 
 
@@ -207,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--drum-weight", type=float, default=1.0, help="loss weight of the 4 drum channels (default 1)")
     p.add_argument("--bass-weight", type=float, default=1.0, help="loss weight of the 12 bass channels (default 1)")
+    p.add_argument("--key-weight", type=float, default=0.0,
+                   help="weight of the pitch-class profile loss on x0_hat (default 0: off)")
     p.add_argument("--peak-lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--init", type=Path, default=None,
                    help="fine-tune: start from this weights folder (e.g. the shipped one) instead of random init "
@@ -225,10 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(a, name)
         if not (np.isfinite(value) and value > 0):
             p.error(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
+    if not (np.isfinite(a.key_weight) and a.key_weight >= 0):
+        p.error(f"--key-weight: expected a number >= 0, got {a.key_weight}")
     if a.init is not None and not (a.init / "model.safetensors").exists():
         p.error(f"--init: {a.init} has no model.safetensors")
     info = train(a.minutes, a.seed, a.out, a.resume, checkpoint=a.checkpoint, batch=a.batch, steps=a.steps,
                  threads=a.threads, drum_weight=a.drum_weight, bass_weight=a.bass_weight, peak_lr=a.peak_lr,
-                 init=a.init)
+                 init=a.init, key_weight=a.key_weight)
     print(json.dumps(info))
     return 0

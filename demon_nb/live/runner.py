@@ -212,8 +212,7 @@ class Runner:
                         self._completed.notify_all()
                     if not newest.first_look:   # the newest submission heard at full quality
                         self.full_version = max(self.full_version, newest.request.version)
-                    versions = {"state": newest.state_versions[-1], "submission": newest.request.version,
-                                "submission_full": self.full_version, "decode": self.controls.decode_version}
+                    versions = self._versions(newest)
                     patch = self._render(newest, versions) if self.player.due(versions) else None  # budget: Player
                     self._publish(patch, newest)
                 elif self._preview_playable(self.ring.preview):
@@ -240,12 +239,15 @@ class Runner:
     def _publish_preview(self, preview: Completion) -> None:
         """Decode and send the preview now (patch id -2: never acked, the lead learns from completions
         only); the next completion is patched whatever the budget."""
-        versions = {"state": preview.state_versions[-1], "submission": preview.request.version,
-                    "submission_full": self.full_version, "decode": self.controls.decode_version}
-        patch = self._render(preview, versions, patch_id=PREVIEW_PATCH_ID)
+        patch = self._render(preview, self._versions(preview), patch_id=PREVIEW_PATCH_ID)
         self.player.expect_full()
         self.previews += 1
         self._publish(patch, None)
+
+    def _versions(self, completion: Completion) -> dict[str, int]:
+        """The control versions a patch of ``completion`` is heard under (the page reports when each is heard)."""
+        return {"state": completion.state_versions[-1], "submission": completion.request.version,
+                "submission_full": self.full_version, "decode": self.controls.decode_version}
 
     def _render(self, completion: Completion, versions: dict[str, int], patch_id: int | None = None) -> Patch:
         window = self.player.plan()

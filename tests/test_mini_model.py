@@ -123,14 +123,15 @@ def test_collate_reuses_the_batch_of_the_same_rows(model):
 
 
 def _generate(model, prompts, steps=4):
+    from demon_nb.bench.mini import settings
     from demon_nb.engine.request import Request
     from demon_nb.engine.ring import Ring
 
     ring = Ring(model.denoiser, frames=model.frames, channels=64, depth=2, steps=steps, shift=3.0)
-    ring.state.set("guidance_scale", model.defaults["guidance_scale"])
-    ring.state.set("guidance_kind", model.defaults["guidance_kind"])
+    played = settings(model)  # what the instrument plays: CFG mode, scale, kind, interval
+    ring.state.update(**{k: v for k, v in played.items() if k != "cfg_mode"})
     for i, p in enumerate(prompts):
-        ring.submit(Request(cond=model.text_encoder.encode(p), seed=i, cfg_mode=model.defaults["cfg_mode"], tag=i))
+        ring.submit(Request(cond=model.text_encoder.encode(p), seed=i, cfg_mode=played["cfg_mode"], tag=i))
     out = {}
     for _ in range(200):
         for c in ring.tick():

@@ -148,3 +148,35 @@ def test_sample_equals_the_ring_and_calls_back_every_step():
     assert [info["i"] for info in seen] == list(range(6)) and seen[0]["t"] == schedule[0]
     assert all(info["x0_hat"] is not None for info in seen)
     assert torch.equal(seen[-1]["x_next"][0], alone)
+
+
+def test_guidance_interval_skips_the_negative_forward_and_the_guidance_outside_it():
+    """ACE-Step's cfg_interval: guided while start <= 1 - t <= end. Outside, full CFG runs no negative
+    row and the step uses the conditional velocity; residual-initialize still fills its cache at birth."""
+    schedule = timesteps(4, 1.0)  # t = 1, 0.75, 0.5, 0.25: 1 - t = 0, 0.25, 0.5, 0.75
+    plain = AnalyticDenoiser(channels=C, labels=2)
+    counted = Recording(plain)
+
+    def run(denoiser, mode="full", **interval):
+        snap = SharedState(T, C, guidance_scale=3.0, guidance_kind="cfg", **interval).snapshot()
+        seen = []
+        sampler.sample(denoiser, request(seed=2, cfg_mode=mode), schedule, snap, frames=T, channels=C,
+                       callback=seen.append)
+        return seen
+
+    def conditional(info):
+        return sampler.forward(plain, [info["x"]], [info["t"]], [0], [None])
+
+    interval = run(counted, cfg_interval_end=0.3)
+    assert len(counted.rows) == 4 + 2  # four positive rows, negatives at 1 - t = 0 and 0.25 only
+    always = run(plain)
+    for i in (0, 1):  # guided, on the same trajectory as guidance at every step
+        assert torch.equal(interval[i]["v"], always[i]["v"]) and not torch.equal(interval[i]["v"], conditional(interval[i]))
+    for i in (2, 3):
+        assert torch.equal(interval[i]["v"], conditional(interval[i]))
+    empty = run(plain, cfg_interval_start=0.9, cfg_interval_end=0.1)  # from > until: never guided
+    assert all(torch.equal(info["v"], conditional(info)) for info in empty)
+
+    slot = sampler.new_slot(request(seed=2, cfg_mode="residual-initialize"), schedule, (1, T, C), "cpu", torch.float32)
+    late = SharedState(T, C, guidance_scale=3.0, cfg_interval_start=0.5).snapshot()
+    assert sampler.needs_negative(slot, late) and not sampler.guided_now(slot, late)

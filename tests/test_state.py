@@ -26,6 +26,8 @@ CASES = {
     "apg_momentum": (0.5, {"cfg_mode": "full"}, {"guidance_scale": 3.0}),
     "apg_norm_threshold": (0.01, {"cfg_mode": "full"}, {"guidance_scale": 3.0}),
     "cfg_rescale": (0.7, {"cfg_mode": "full"}, {"guidance_scale": 3.0}),
+    "cfg_interval_start": (0.99, {"cfg_mode": "full"}, {"guidance_scale": 3.0}),
+    "cfg_interval_end": (0.0, {"cfg_mode": "full"}, {"guidance_scale": 3.0}),
     "channel_gain": (torch.linspace(0.5, 1.5, C), {}, {}),
     "solver": ("sde", {}, {}),
     "dcw_mode": ("double", {}, {}),

@@ -26,7 +26,8 @@ from . import bench_parser
 PROBE_VALUES = {
     "velocity_scale": 1.3, "source_blend": 0.3, "ode_noise": 0.5, "x0_target_strength": 0.9,
     "x0_target_gate": 0.6, "guidance_scale": 4.0, "apg_momentum": 0.5, "apg_norm_threshold": 0.05,
-    "cfg_rescale": 0.7, "dcw_scaler": 0.3, "dcw_high_scaler": 0.3, "lora_strength": 0.3, "prompt_blend": 0.5, "denoise": 0.6,
+    "cfg_rescale": 0.7, "cfg_interval_start": 0.8, "cfg_interval_end": 0.1, "dcw_scaler": 0.3,
+    "dcw_high_scaler": 0.3, "lora_strength": 0.3, "prompt_blend": 0.5, "denoise": 0.6,
     "seed": 7, "vary_seed": True, "steps": 6, "shift": 1.5, "init_noise": 0.6, "depth": 2, "gain": 0.5,
     "mask": 0.5, "feedback": 0.5, "first_look": 2, "prompt_c_weight": 0.5, "prompt_d_weight": 0.5,
 }
@@ -49,7 +50,9 @@ def probe_value(name: str, current: Any, frames: int, channels: int, prompts: tu
 
 def preconditions(need: str | None, model, source: torch.Tensor, prompts: tuple[str, str]) -> dict:
     """The writes that meet a control's need (NEEDS in the control table)."""
-    guidance = {"cfg_mode": "full", "guidance_scale": 3.0}
+    # guidance at every step (mini guides only its first steps by default), so that a guidance control's
+    # onset measures its class, not where the interval ends
+    guidance = {"cfg_mode": "full", "guidance_scale": 3.0, "cfg_interval_start": 0.0, "cfg_interval_end": 1.0}
     return {
         None: {}, "source": {"source": source},
         "x0_target": {"x0_target": -source, "x0_target_strength": 0.5},

@@ -5,7 +5,7 @@
 * tempo_adherence: share of generations whose kick+snare comb tempo is within 4%
   of the prompted bpm.  Both also for a random-init model (the baseline).
 * roundtrip_corr: mean corr(encode(decode(z)), z) over held-out composer latents.
-* tick_ms_p50: one batched denoiser forward at depth 4 (``x [4, 250, 64]``).
+* tick_ms_p50: one Ring tick at depth 4, 8 steps, the model's CFG defaults (negative rows included).
 * completions_per_s: the engine's Ring at depth 4, 8 steps, the model's CFG defaults.
 * audio (issue #16; ``--no-audio`` skips it): the same figures measured in decoded audio by
   :mod:`demon_nb.models.mini.audio_eval` (librosa: HPSS + CQT chroma + Krumhansl-Kessler key,
@@ -38,19 +38,33 @@ AUDIO_TWINS = HELD_OUT + 200_000  # ground truth of seed 1: same style, key and 
 GOALS = {"key_exact": 0.9, "in_scale_chroma": 0.97, "pulse_clarity": 0.8, "melody_onsets_per_s": (0.7, 1.4)}
 
 
-def generate(model, prompts: list[str], seeds: list[int], depth: int = 4, steps: int = 8,
-             cfg_mode: str | None = None, guidance_scale: float | None = None):
-    """Latents ``[T, C]`` for each prompt through the engine's Ring; returns ``(latents, seconds)``."""
-    from demon_nb.engine.request import Request
+def settings(model, overrides: dict | None = None) -> dict:
+    """The model's sampling defaults (``cfg_mode`` and shared-state values) with ``overrides``
+    (``None`` values ignored): what the instrument plays, or a variant of it."""
+    from demon_nb.engine.state import PARAMS
+
+    out = {k: v for k, v in model.defaults.items() if k in PARAMS or k == "cfg_mode"}
+    out.setdefault("cfg_mode", "none")
+    out.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return out
+
+
+def _ring(model, depth: int, steps: int, overrides: dict | None, **kwargs):
     from demon_nb.engine.ring import Ring
 
-    d = model.defaults
-    cfg_mode = d.get("cfg_mode", "none") if cfg_mode is None else cfg_mode
     ring = Ring(model.denoiser, frames=model.frames, channels=model.codec.channels, depth=depth, steps=steps,
-                shift=d.get("shift", 3.0))
-    ring.state.set("guidance_scale", d.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
-    if "guidance_kind" in d:
-        ring.state.set("guidance_kind", d["guidance_kind"])
+                shift=model.defaults.get("shift", 3.0), **kwargs)
+    chosen = settings(model, overrides)
+    ring.state.update(**{k: v for k, v in chosen.items() if k != "cfg_mode"})
+    return ring, chosen["cfg_mode"]
+
+
+def generate(model, prompts: list[str], seeds: list[int], depth: int = 4, steps: int = 8,
+             overrides: dict | None = None):
+    """Latents ``[T, C]`` for each prompt through the engine's Ring; returns ``(latents, seconds)``."""
+    from demon_nb.engine.request import Request
+
+    ring, cfg_mode = _ring(model, depth, steps, overrides)
     requests = [Request(cond=model.text_encoder.encode(p), seed=s, cfg_mode=cfg_mode, tag=i)
                 for i, (p, s) in enumerate(zip(prompts, seeds))]
     pending = iter(requests)
@@ -94,19 +108,22 @@ def roundtrip(codec, n: int = 16) -> float:
     return float(np.mean(corrs))
 
 
-def tick_ms(model, depth: int = 4, reps: int = 20) -> float:
-    den = model.denoiser
-    cond = den.collate([model.text_encoder.encode("house in A minor, 124 bpm")] * depth, [None] * depth)
-    x = torch.randn(depth, model.frames, den.channels)
-    t = torch.full((depth,), 0.5)
-    for _ in range(3):
-        den.velocity(x, t, cond)
+def tick_ms(model, depth: int = 4, steps: int = 8, overrides: dict | None = None, ticks: int = 40) -> float:
+    """Median time of one Ring tick at ``depth`` with the model's sampling settings (full CFG's
+    negative rows included), the slots staggered as in the instrument."""
+    from demon_nb.engine.request import Request
+
+    ring, cfg_mode = _ring(model, depth, steps, overrides)
+    cond = model.text_encoder.encode("house in A minor, 124 bpm")
+    births = iter(range(10**9))
+    ring.feed = lambda: Request(cond=cond, seed=next(births), cfg_mode=cfg_mode)
     times = []
-    for _ in range(reps):
-        a = time.perf_counter()
-        den.velocity(x, t, cond)
-        times.append((time.perf_counter() - a) * 1000)
-    return float(statistics.median(times))
+    with torch.inference_mode():
+        for _ in range(ticks + 2 * steps):
+            start = time.perf_counter()
+            ring.tick()
+            times.append((time.perf_counter() - start) * 1000)
+    return float(statistics.median(times[2 * steps:]))
 
 
 def audio_pieces(n: int):
@@ -131,7 +148,7 @@ def audio_rows(codec, raws, metas) -> list[dict]:
     return rows
 
 
-def audio_section(model, base, n: int, cfg_mode: str | None = None, guidance_scale: float | None = None) -> dict:
+def audio_section(model, base, n: int, overrides: dict | None = None) -> dict:
     """The ``audio`` JSON section over ``n`` prompts x 2 seeds: per-source summaries, style accuracy,
     mini / ground-truth ratios and issue #16's goals."""
     from demon_nb.models.mini import audio_eval as AE
@@ -147,7 +164,7 @@ def audio_section(model, base, n: int, cfg_mode: str | None = None, guidance_sca
     noise = [2 * i + s for s in (0, 1) for i in range(n)]  # a distinct noise seed per render
     sources = {"ground_truth": [r for r, _, _ in pieces] + [r for r, _, _ in twins]}
     for name, m in (("mini", model), ("random_init", base)):
-        latents, _ = generate(m, prompts, noise, cfg_mode=cfg_mode, guidance_scale=guidance_scale)
+        latents, _ = generate(m, prompts, noise, overrides=overrides)
         sources[name] = [m.codec.denormalize(z.float()).numpy() for z in latents]
     out, feats = {}, {}
     styles = np.asarray([m["style"] for m in metas])
@@ -233,6 +250,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cfg-mode", default=None, help="override the model's default cfg_mode")
     p.add_argument("--guidance-scale", type=float, default=None)
+    p.add_argument("--cfg-interval-end", type=float, default=None,
+                   help="override the model's guidance interval end (in 1 - t; 1 = every step)")
     p.add_argument("--audio-prompts", type=int, default=24,
                    help="held-out prompts (x 2 seeds) for the audio-domain section (default 24; >= 10 for "
                         "every style in the classifier's training set)")
@@ -254,11 +273,12 @@ def main(argv: list[str]) -> int:
     pieces = [compose(HELD_OUT + i) for i in range(a.prompts)]
     prompts, metas = [c for _, c, _ in pieces], [m for _, _, m in pieces]
     seeds = list(range(a.prompts))
-    generate(model, prompts[:4], seeds[:4], cfg_mode=a.cfg_mode, guidance_scale=a.guidance_scale)  # warm-up
-    latents, seconds = generate(model, prompts, seeds, cfg_mode=a.cfg_mode, guidance_scale=a.guidance_scale)
+    overrides = {"cfg_mode": a.cfg_mode, "guidance_scale": a.guidance_scale, "cfg_interval_end": a.cfg_interval_end}
+    generate(model, prompts[:4], seeds[:4], overrides=overrides)  # warm-up
+    latents, seconds = generate(model, prompts, seeds, overrides=overrides)
     key, tempo = adherence(model, latents, metas)
     base = load(random_init=True, text_encoder=model.text_encoder)
-    base_latents, _ = generate(base, prompts, seeds, cfg_mode=a.cfg_mode, guidance_scale=a.guidance_scale)
+    base_latents, _ = generate(base, prompts, seeds, overrides=overrides)
     key0, tempo0 = adherence(base, base_latents, metas)
     result = {
         "params": sum(p.numel() for p in model.denoiser.net.parameters()),
@@ -267,18 +287,18 @@ def main(argv: list[str]) -> int:
         "tempo_adherence": round(tempo, 4),
         "tempo_adherence_random_init": round(tempo0, 4),
         "roundtrip_corr": round(roundtrip(model.codec), 4),
-        "tick_ms_p50": round(tick_ms(model), 2),
+        "tick_ms_p50": round(tick_ms(model, overrides=overrides), 2),
         "completions_per_s": round(len(latents) / seconds, 2),
         "depth": 4,
         "steps": 8,
         "prompts": a.prompts,
-        "cfg_mode": a.cfg_mode or model.defaults["cfg_mode"],
-        "guidance_scale": a.guidance_scale if a.guidance_scale is not None else model.defaults["guidance_scale"],
+        **{k: v for k, v in settings(model, overrides).items()
+           if k in ("cfg_mode", "guidance_scale", "guidance_kind", "cfg_interval_start", "cfg_interval_end")},
         "threads": a.threads,
         "weights": a.weights or "shipped",
     }
     if not a.no_audio:
-        result["audio"] = audio_section(model, base, a.audio_prompts, a.cfg_mode, a.guidance_scale)
+        result["audio"] = audio_section(model, base, a.audio_prompts, overrides)
     if a.lora:
         style = a.lora_style or Path(a.lora).stem.removeprefix("lora-")
         result["lora"] = lora_section(model, a.lora, style)

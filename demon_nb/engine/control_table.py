@@ -86,6 +86,11 @@ _ROWS = (
          help="APG momentum: r <- d + m * r"),
     Spec("apg_norm_threshold", "step", "scalar", 2.5, 0.0, 100.0, ui=(0.0, 10.0, 0.1), needs="apg",
          label="APG norm threshold", help="APG: clip ||d|| over time per channel (0 = off)"),
+    Spec("cfg_interval_start", "step", "scalar", 0.0, needs="guidance", label="guidance from",
+         help="guidance applies while 1 - t is in [from, until] (ACE-Step's cfg_interval); elsewhere the step "
+              "uses the conditional velocity and full CFG skips its negative forward"),
+    Spec("cfg_interval_end", "step", "scalar", 1.0, needs="guidance", label="guidance until",
+         help="end of the guidance interval in 1 - t (1 = to the last step; from > until: no guidance)"),
     Spec("cfg_rescale", "step", "scalar", 0.0, needs="guidance", label="CFG rescale",
          help="CFG-rescale phi: per-channel norms over time"),
     Spec("channel_gain", "step", "gain", 1.0, 0.0, 4.0, help="multiplier on the denoiser input, [1, T|1, C]"),

@@ -186,7 +186,7 @@ class Ring:
             return []
         inputs = {i: sampler.model_input(slot, snap) for i, slot in active}
         positive = self._positive_velocities(active, inputs)
-        negative = self._negative_velocities(active, inputs)
+        negative = self._negative_velocities(active, inputs, snap)
         looker = self._preview_slot(active, snap.version)
         done = []
         for i, slot in active:
@@ -231,10 +231,10 @@ class Ring:
             weights.append(weight)
         return by_slot
 
-    def _negative_velocities(self, active, inputs) -> dict[int, torch.Tensor]:
-        """At most one forward for the unconditional rows (full CFG; residual-initialize at birth).
+    def _negative_velocities(self, active, inputs, state) -> dict[int, torch.Tensor]:
+        """At most one forward for the unconditional rows (full CFG at guided steps; residual-initialize at birth).
         They see the same model input as the positive rows (mask pre-blend included)."""
-        rows = [(i, slot) for i, slot in active if sampler.needs_negative(slot)]
+        rows = [(i, slot) for i, slot in active if sampler.needs_negative(slot, state)]
         if not rows:
             return {}
         xs = [inputs[i] for i, _ in rows]

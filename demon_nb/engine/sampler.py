@@ -101,10 +101,19 @@ def positive_rows(slot: Slot) -> list[tuple[Any, Any, Any]]:
     return rows
 
 
-def needs_negative(slot: Slot) -> bool:
-    """Full CFG runs the negative row every step; residual-initialize once, at the slot's first step."""
+def guided_now(slot: Slot, state: Mapping[str, Any]) -> bool:
+    """Guidance applies at this step: a CFG mode is set and ``start <= 1 - t <= end`` (the interval
+    of ACE-Step's ``cfg_interval_start`` / ``cfg_interval_end``)."""
+    return (slot.request.cfg_mode != "none"
+            and state["cfg_interval_start"] <= 1.0 - slot.t <= state["cfg_interval_end"])
+
+
+def needs_negative(slot: Slot, state: Mapping[str, Any]) -> bool:
+    """Full CFG runs the negative row at every guided step; residual-initialize once, at the slot's
+    first step (its cache is filled whatever the interval)."""
     mode = slot.request.cfg_mode
-    return mode == "full" or (mode == "residual-initialize" and slot.uncond_velocity is None)
+    return ((mode == "full" and guided_now(slot, state))
+            or (mode == "residual-initialize" and slot.uncond_velocity is None))
 
 
 # -- 2. guidance --------------------------------------------------------------------------------------
@@ -113,13 +122,13 @@ def guide(slot: Slot, v_cond: Tensor, v_uncond: Tensor | None, state: Mapping[st
     negative forward (full), cached from step 0 (residual-initialize) or the slot's initial
     noise (residual-self: zero extra forwards)."""
     mode = slot.request.cfg_mode
-    if mode == "none":
+    if mode == "residual-initialize" and slot.uncond_velocity is None:
+        slot.uncond_velocity = v_uncond
+    if not guided_now(slot, state):
         return v_cond
     if mode == "residual-self":
         v_uncond = slot.initial_noise
     elif mode == "residual-initialize":
-        if slot.uncond_velocity is None:
-            slot.uncond_velocity = v_uncond
         v_uncond = slot.uncond_velocity
     scale = state["guidance_scale"]
     if state["guidance_kind"] == "apg":
@@ -216,7 +225,7 @@ def sample(denoiser, request: Request, schedule: tuple[float, ...], state: Mappi
         rows = positive_rows(slot)
         v = forward(denoiser, [x_in] * len(rows), [slot.t] * len(rows), [r[0] for r in rows], [r[1] for r in rows])
         v_uncond = None
-        if needs_negative(slot):
+        if needs_negative(slot, state):
             negative = request.negative if request.negative is not None else denoiser.unconditional()
             v_uncond = forward(denoiser, [x_in], [slot.t], [negative], [request.context])
         info = advance(slot, [v[i:i + 1] for i in range(len(rows))], [r[2] for r in rows], v_uncond, state,

@@ -29,7 +29,8 @@ BASIC = ("prompt_a", "prompt_b", "prompt_blend", "denoise", "source_blend", "vel
          "cfg_mode", "seed", "vary_seed", "steps", "depth", "shift", "solver", "gain")
 SECTIONS = (
     ("more prompts", ("prompt_c", "prompt_c_weight", "prompt_d", "prompt_d_weight")),
-    ("guidance", ("negative_prompt", "guidance_kind", "apg_momentum", "apg_norm_threshold", "cfg_rescale")),
+    ("guidance", ("negative_prompt", "guidance_kind", "cfg_interval_start", "cfg_interval_end", "apg_momentum",
+                  "apg_norm_threshold", "cfg_rescale")),
     ("source and noise", ("mask", "feedback", "init_noise", "ode_noise", "x0_target_strength", "x0_target_gate")),
     ("DCW (wavelet correction)", ("dcw_mode", "dcw_scaler", "dcw_high_scaler")),
     ("LoRA", ("lora_strength",)),

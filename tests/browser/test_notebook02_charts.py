@@ -22,7 +22,7 @@ pytestmark = pytest.mark.browser
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "02_how_sampling_works.ipynb"
 RUN_ALL_TIMEOUT_S = 600          # about 1 min alone; the CPUs are shared with the other tests
 FIGURES = 3                      # the timesteps chart, the x_t and the x0_hat heatmaps
-AUDIO_PLAYERS = 29               # shift 3, per step 5 x 2, guidance 6, SDE/ODE 2, velocity 3, source 5
+AUDIO_PLAYERS = 30               # shift 3, per step 5 x 2, guidance 6 + 1 (the interval), SDE/ODE 2, velocity 3, source 5
 
 # The heatmap figures (those with an <image class="heatmap">), in page order: the title and a hash
 # of the drawn image (its data URL), so a redraw with other data shows as another hash.

@@ -132,11 +132,11 @@ def _run_ring(model, args, frames, steps, shift, cond, context, source_latent, d
 
     from demon_nb.engine.request import Request
     from demon_nb.engine.ring import Ring
-    from demon_nb.engine.state import PARAMS
+    from demon_nb.engine.state import state_defaults
 
     ring = Ring(model.denoiser, frames=frames, channels=model.denoiser.channels, depth=1, steps=steps,
                 shift=shift, device=device, dtype=torch.float32)
-    state = {k: v for k, v in model.defaults.items() if k in PARAMS}
+    state = state_defaults(model.defaults)
     if state:
         ring.state.update(**state)
     request = Request(cond, context=context, seed=args.seed, source=source_latent,

@@ -41,19 +41,18 @@ GOALS = {"key_exact": 0.9, "in_scale_chroma": 0.97, "pulse_clarity": 0.8, "melod
 def settings(model, overrides: dict | None = None) -> dict:
     """The model's sampling defaults (``cfg_mode`` and shared-state values) with ``overrides``
     (``None`` values ignored): what the instrument plays, or a variant of it."""
-    from demon_nb.engine.state import PARAMS
+    from demon_nb.engine.state import state_defaults
 
-    out = {k: v for k, v in model.defaults.items() if k in PARAMS or k == "cfg_mode"}
-    out.setdefault("cfg_mode", "none")
+    out = {"cfg_mode": model.defaults.get("cfg_mode", "none"), **state_defaults(model.defaults)}
     out.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return out
 
 
-def _ring(model, depth: int, steps: int, overrides: dict | None, **kwargs):
+def _ring(model, depth: int, steps: int, overrides: dict | None):
     from demon_nb.engine.ring import Ring
 
     ring = Ring(model.denoiser, frames=model.frames, channels=model.codec.channels, depth=depth, steps=steps,
-                shift=model.defaults.get("shift", 3.0), **kwargs)
+                shift=model.defaults.get("shift", 3.0))
     chosen = settings(model, overrides)
     ring.state.update(**{k: v for k, v in chosen.items() if k != "cfg_mode"})
     return ring, chosen["cfg_mode"]

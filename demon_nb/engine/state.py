@@ -24,6 +24,11 @@ from .control_table import STEP_PARAMS, validate
 PARAMS = STEP_PARAMS
 
 
+def state_defaults(model_defaults: Mapping[str, Any]) -> dict:
+    """The shared-state values among a model's defaults (e.g. guidance_scale, cfg_interval_end)."""
+    return {k: v for k, v in model_defaults.items() if k in PARAMS}
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What one tick reads: parameter values plus the versions they carry."""

@@ -29,7 +29,7 @@ import torch
 
 from ..engine.decode import decode_window
 from ..engine.ring import Completion, Ring
-from ..engine.state import PARAMS
+from ..engine.state import state_defaults
 from ..models.lora import LoraAdapters
 from .controls import Controls
 from .player import DEFAULT_PATCH_INTERVAL_S, DEFAULT_WINDOW_S, Patch, Player
@@ -53,7 +53,7 @@ class Runner:
         self.model = model
         self.ring = Ring(model.denoiser, frames=model.frames, channels=model.denoiser.channels, depth=depth,
                          steps=steps or d.get("steps", 8), shift=shift or d.get("shift", 3.0), device=device, dtype=dtype)
-        self.ring.state.update(**{k: v for k, v in d.items() if k in PARAMS})  # e.g. guidance_scale, solver
+        self.ring.state.update(**state_defaults(d))  # e.g. guidance_scale, solver
         prompt = d.get("prompt", "") if prompt is None else prompt  # None: the model's default prompt
         self.controls = Controls(self.ring, model.text_encoder.encode, prompt=prompt, seed=seed,
                                  cfg_mode=d.get("cfg_mode", "none"))
